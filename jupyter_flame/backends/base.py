@@ -1,0 +1,238 @@
+"""The backend contract: how a pool gets runners.
+
+A backend starts runner processes somewhere (local subprocesses, Kubernetes pods) and reports
+their life as :class:`LifecycleEvent` values. It knows nothing about cells, pickles or
+scheduling policy: the pool decides *when* to boot and *what* to run; the backend only *boots*,
+*watches* and *terminates*.
+
+Protocol
+--------
+``await backend.boot(request)``
+    Start one runner for ``request`` (a :class:`BootRequest`) and return its
+    :class:`RunnerHandle` as soon as the runner *exists* (process spawned, pod created). The
+    runner process is started with the environment of :func:`runner_env`, so that it dials
+    ``request.parent_address`` and authenticates with ``request.key``. The backend must not
+    wait for the runner to connect: the pool does that (it owns the listener), bounded by
+    ``boot_timeout``. A backend that can tell early that the runner will never come up (the
+    process exited, an image pull failed) resolves ``handle.failed`` with a
+    :class:`~jupyter_flame.errors.BootError`. Raise ``BootError`` / ``BackendError`` when
+    the runner cannot even be created.
+
+``await backend.terminate(handle, grace=...)``
+    Stop the runner: polite first (SIGTERM / pod delete with grace), then forceful. Idempotent:
+    terminating a runner that already exited (or twice) is not an error. Returns once the
+    runner is gone (or the grace period passed and the kill was issued).
+
+``backend.subscribe(callback)``
+    Call ``callback(event)`` for every lifecycle event of every runner of this backend, from the
+    event loop thread. Returns a function that unsubscribes.
+
+``await backend.close()``
+    Terminate every runner this backend started and release its resources. Idempotent.
+
+``backend.parent_host()``
+    The address the kernel must listen on so that runners can reach it (``127.0.0.1`` for local
+    runners; the pod IP for Kubernetes).
+
+``handle.exited``
+    An :class:`asyncio.Future` resolved with the exit code (negative: signal) when the
+    runner's process or pod is gone, for any reason.
+
+Events are best-effort notifications for widgets and status; the pool's correctness never
+depends on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import BootError
+
+__all__ = [
+    "PHASES",
+    "Backend",
+    "BootRequest",
+    "LifecycleEvent",
+    "RunnerHandle",
+    "RunnerSpec",
+    "runner_env",
+]
+
+#: Lifecycle phases, in order. ``failed`` and ``stopped`` are terminal.
+PHASES = (
+    "requested",  # the pool asked the backend for a runner
+    "scheduling",  # waiting for a place to run (a node); ``reason`` says why when stuck
+    "pulling",  # fetching the image
+    "starting",  # the process/container started
+    "connected",  # the runner dialled back and authenticated
+    "busy",  # running work
+    "idle",  # connected, no work
+    "stopping",  # being terminated
+    "stopped",  # gone after a normal shutdown
+    "failed",  # gone after an error; ``reason``/``message`` say why
+)
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    """The shape of a runner: what it needs and where it may run.
+
+    Quantities are Kubernetes quantities as strings (``"2"``, ``"500m"``, ``"24Gi"``) or plain
+    numbers. The local backend honours ``gpu`` and ``env`` (and ignores placement); the
+    Kubernetes backend honours all of it.
+    """
+
+    gpu: int = 0
+    gpu_type: str | None = None
+    cpu: str | None = None
+    memory: str | None = None
+    image: str | None = None
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[tuple[str, str | None, str], ...] = ()  # (key, value, effect)
+    env: tuple[tuple[str, str], ...] = ()
+    volumes: tuple[tuple[str, str], ...] = ()  # (claim, mount path)
+
+    def key(self) -> str:
+        """A stable string naming this shape (used to name implicit pools)."""
+        parts = []
+        for name in ("gpu", "gpu_type", "cpu", "memory", "image"):
+            value = getattr(self, name)
+            if value:
+                parts.append(f"{name}={value}")
+        for name in ("node_selector", "tolerations", "env", "volumes"):
+            for item in getattr(self, name):
+                parts.append(f"{name}={':'.join(str(p) for p in item)}")
+        return ",".join(parts)
+
+
+@dataclass(frozen=True)
+class BootRequest:
+    """Everything a backend needs to start one runner."""
+
+    pool: str
+    runner_id: str
+    spec: RunnerSpec
+    parent_address: tuple[str, int]
+    key: bytes = field(repr=False)
+    boot_timeout: float = 30.0
+    kernel_id: str = ""
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    """One step of a runner's life, as shown by widgets and ``%flame status``."""
+
+    runner_id: str
+    pool: str
+    phase: str
+    reason: str = ""
+    message: str = ""
+    time: float = field(default_factory=time.time)
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RunnerHandle:
+    """A runner a backend started.
+
+    Attributes
+    ----------
+    id, pool:
+        The runner id (unique per kernel) and its pool's name.
+    info:
+        What the backend knows (``pid``, ``pod``, ``node``, ``gpus``, ``resources``...).
+    exited:
+        Future resolved with the exit code when the runner is gone.
+    failed:
+        Future resolved with a :class:`BootError` if the backend learns the runner cannot
+        come up (never resolved otherwise).
+    """
+
+    def __init__(self, runner_id: str, pool: str, info: dict[str, Any] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        self.id = runner_id
+        self.pool = pool
+        self.info: dict[str, Any] = dict(info or {})
+        self.exited: asyncio.Future[int] = loop.create_future()
+        self.failed: asyncio.Future[BootError] = loop.create_future()
+        self.phase = "requested"
+
+    def set_exited(self, code: int) -> None:
+        if not self.exited.done():
+            self.exited.set_result(code)
+
+    def set_failed(self, error: BootError) -> None:
+        if not self.failed.done():
+            self.failed.set_result(error)
+
+    def __repr__(self) -> str:
+        return f"<RunnerHandle {self.id} pool={self.pool} phase={self.phase}>"
+
+
+def runner_env(request: BootRequest) -> dict[str, str]:
+    """The environment variables a runner process needs to dial its parent.
+
+    ``JUPYTER_FLAME_KEY`` is the pool's channel key (hex). Local runners get it in their
+    environment (never in argv); Kubernetes runners get it through a ``secretKeyRef``.
+    """
+    host, port = request.parent_address
+    return {
+        "JUPYTER_FLAME_PARENT": f"{host}:{port}",
+        "JUPYTER_FLAME_RUNNER_ID": request.runner_id,
+        "JUPYTER_FLAME_POOL": request.pool,
+        "JUPYTER_FLAME_KEY": request.key.hex(),
+        "JUPYTER_FLAME_BOOT_TIMEOUT": str(request.boot_timeout),
+    }
+
+
+Subscriber = Callable[[LifecycleEvent], None]
+
+
+class Backend(ABC):
+    """Base class of every backend; see the module docstring for the contract."""
+
+    #: The name used with ``--backend`` and the ``jupyter_flame.backends`` entry points.
+    name: str = ""
+
+    def __init__(self) -> None:
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        self._subscribers.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._subscribers:
+                self._subscribers.remove(callback)
+
+        return unsubscribe
+
+    def emit(self, handle: RunnerHandle, phase: str, reason: str = "", message: str = "",
+             **details: Any) -> None:
+        """Record ``phase`` on ``handle`` and tell every subscriber."""
+        handle.phase = phase
+        event = LifecycleEvent(handle.id, handle.pool, phase, reason, message, details=details)
+        for callback in list(self._subscribers):
+            try:
+                callback(event)
+            except Exception:  # a broken widget must never break a runner
+                pass
+
+    @abstractmethod
+    async def boot(self, request: BootRequest) -> RunnerHandle: ...
+
+    @abstractmethod
+    async def terminate(self, handle: RunnerHandle, grace: float = 5.0) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    def parent_host(self) -> str:
+        return "127.0.0.1"
+
+    def describe(self) -> str:
+        """One line for status displays."""
+        return self.name

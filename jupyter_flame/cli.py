@@ -1,0 +1,105 @@
+"""``jupyter flame ...``: runners by label, orphan cleanup, and the local Kubernetes stand-in.
+
+Commands::
+
+    jupyter flame list [--namespace NS] [--all-namespaces]    runners of this machine/namespace
+    jupyter flame cleanup [--namespace NS] [--all]            delete orphaned runners
+    jupyter flame sim up --dir DIR [...] / sim down --dir DIR  the local Kubernetes stand-in
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _kube_api(namespace: str | None) -> tuple[Any, str] | None:
+    import os
+
+    if not (os.environ.get("KUBECONFIG") or os.environ.get("KUBERNETES_SERVICE_HOST")):
+        return None
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except Exception:
+        config.load_kube_config()
+    ns = namespace or os.environ.get("POD_NAMESPACE") or "default"
+    return client.CoreV1Api(), ns
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .backends.local import list_local_runner_records
+
+    rows: list[dict[str, Any]] = []
+    for rec in list_local_runner_records():
+        rows.append({"backend": "local", **rec})
+    kube = None if args.local_only else _kube_api(args.namespace)
+    if kube is not None:
+        from .backends.kubernetes import list_runner_pods
+
+        api, ns = kube
+        for pod in list_runner_pods(api, ns):
+            rows.append({"backend": "kubernetes", **pod})
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("No jupyter-flame runners.")
+        return 0
+    for row in rows:
+        where = row.get("pod") or f"pid {row.get('pid')}"
+        print(f"{row['backend']:<11} {row.get('pool', '-'):<20} {row.get('runner_id', row.get('runner', '-')):<28} "
+              f"{where:<30} {row.get('phase', row.get('state', '-'))}")
+    return 0
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from .backends.local import cleanup_local_runners
+
+    killed = cleanup_local_runners(dead_parent_only=not args.all)
+    for rec in killed:
+        print(f"killed local runner {rec.get('runner_id')} (pid {rec.get('pid')})")
+    kube = None if args.local_only else _kube_api(args.namespace)
+    if kube is not None:
+        from .backends.kubernetes import cleanup_runner_pods
+
+        api, ns = kube
+        for name in cleanup_runner_pods(api, ns, orphans_only=not args.all):
+            print(f"deleted runner pod {ns}/{name}")
+    if not killed and kube is None:
+        print("Nothing to clean up.")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sim":
+        from .sim.cli import main as sim_main
+
+        return int(sim_main(argv[1:]) or 0)
+    parser = argparse.ArgumentParser(prog="jupyter flame", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("list", "list runners"), ("cleanup", "delete orphaned runners")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--namespace", default=None)
+        p.add_argument("--local-only", action="store_true", help="skip Kubernetes")
+        if name == "list":
+            p.add_argument("--json", action="store_true")
+        else:
+            p.add_argument("--all", action="store_true",
+                           help="also runners whose parent is still alive")
+    sub.add_parser("sim", help="the local Kubernetes stand-in: sim up/down (see sim --help)")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        return _list(args)
+    return _cleanup(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Shared fixtures. The session fails if any runner process outlives the tests."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+def runner_pids() -> set[int]:
+    """Pids of every ``python -m jupyter_flame.runner`` process on this machine."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"jupyter_flame.runner" in cmd and b"-m" in cmd:
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if stat.rsplit(")", 1)[1].split()[0] == "Z":  # zombie: already dead
+                continue
+            pids.add(int(entry.name))
+    return pids
+
+
+def wait_gone(pids: set[int], timeout: float) -> set[int]:
+    deadline = time.monotonic() + timeout
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive &= runner_pids()
+        if alive:
+            time.sleep(0.1)
+    return alive
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_runner_left_behind() -> Iterator[None]:
+    before = runner_pids()
+    yield
+    leftover = wait_gone(runner_pids() - before, timeout=20)
+    for pid in leftover:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
+    assert not leftover, f"runner processes left behind: {sorted(leftover)}"
+
+
+@pytest.fixture
+def notebook_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "nb"
+    d.mkdir()
+    return d

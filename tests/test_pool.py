@@ -1,0 +1,164 @@
+"""FLAME pool semantics through the public Python API, with real local runner processes
+(no IPython involved: scripts and libraries use Pool the same way)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from jupyter_flame import (
+    BootError,
+    FlameTimeoutError,
+    Pool,
+    RemoteError,
+    RunnerLostError,
+    RunnerSpec,
+)
+from jupyter_flame.errors import ConfigError
+
+from .conftest import wait_gone
+
+
+def sleepy_pid(seconds: float) -> tuple[int, float]:
+    import os
+    import time
+
+    start = time.time()
+    time.sleep(seconds)
+    return os.getpid(), start
+
+
+def pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def alive(p: int) -> bool:
+    try:
+        os.kill(p, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_call_submit_map_and_shutdown() -> None:
+    with Pool(max=1) as pool:
+        assert pool.call(lambda a, b=0: a + b, 40, b=2) == 42
+        fut = pool.submit(pow, 2, 10)
+        assert fut.result(30) == 1024
+        assert list(pool.map(lambda v: v * v, range(5))) == [0, 1, 4, 9, 16]
+        runner = pool.call(pid)
+        assert runner != os.getpid()
+    assert not wait_gone({runner}, 10)
+    with pytest.raises(RuntimeError, match="shut down"):
+        pool.submit(pid)
+
+
+def test_growth_one_runner_per_max_concurrency_waiters() -> None:
+    with Pool(max=3, max_concurrency=2) as pool:
+        futs = [pool.submit(sleepy_pid, 1.5) for _ in range(4)]
+        pids = [f.result(60)[0] for f in futs]
+        # 4 waiters at max_concurrency=2: exactly two runners, each running two at once
+        assert len(set(pids)) == 2
+        assert sorted(pids.count(p) for p in set(pids)) == [2, 2]
+        status = pool.status()
+        assert status["boots"] == 2
+
+
+def test_fifo_queue_and_resize() -> None:
+    with Pool(max=1) as pool:
+        futs = [pool.submit(sleepy_pid, 0.3) for _ in range(4)]
+        starts = [f.result(60)[1] for f in futs]
+        assert starts == sorted(starts)  # served in arrival order
+        assert len({f.result()[0] for f in futs}) == 1
+        pool.resize(max=2)
+        futs = [pool.submit(sleepy_pid, 1.0) for _ in range(2)]
+        assert len({f.result(60)[0] for f in futs}) == 2
+
+
+def test_idle_shutdown_and_min_kept_warm() -> None:
+    with Pool(max=2, idle_shutdown_after=1.0, heartbeat_interval=0.5,
+              parent_timeout=5) as pool:
+        runner = pool.call(pid)
+        assert wait_gone({runner}, 10) == set()
+        deadline = time.monotonic() + 5
+        while pool.status()["runners"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pool.status()["runners"] == []
+    with Pool(min=1, max=2, idle_shutdown_after=1.0) as warm:
+        warm.start()
+        first = warm.call(pid)
+        time.sleep(2.5)
+        assert alive(first)
+        assert warm.call(pid) == first
+
+
+def test_failed_boot_reaches_the_caller_with_the_reason() -> None:
+    spec = RunnerSpec(env=(("JUPYTER_FLAME_PARENT", "127.0.0.1:9"),
+                           ("JUPYTER_FLAME_BOOT_TIMEOUT", "1")))
+    with Pool(spec=spec, boot_timeout=20) as pool:
+        t0 = time.monotonic()
+        with pytest.raises(BootError) as info:
+            pool.call(pid)
+        assert time.monotonic() - t0 < 15
+        text = str(info.value)
+        assert "exited with code 3" in text
+        assert pool.status()["runners"] == []
+
+
+def test_single_use_runners() -> None:
+    with Pool(max=1, single_use=True) as pool:
+        a = pool.call(pid)
+        b = pool.call(pid)
+        assert a != b
+        assert not wait_gone({a}, 10)
+
+
+def test_timeout() -> None:
+    with Pool(max=1, timeout=1.0) as pool:
+        with pytest.raises(FlameTimeoutError, match="timeout"):
+            pool.call(sleepy_pid, 20)
+        assert pool.call(pid) > 0  # the runner was interrupted and is usable
+
+
+def test_remote_error_keeps_its_type() -> None:
+    def boom() -> None:
+        raise ValueError("bad value 7")
+
+    with Pool(max=1) as pool:
+        with pytest.raises(ValueError, match="bad value 7") as info:
+            pool.call(boom)
+        assert isinstance(info.value, RemoteError)
+        assert any("boom" in line for line in info.value.remote_traceback)
+
+
+def test_killed_runner_is_reported_and_replaced() -> None:
+    def die() -> None:
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with Pool(min=1, max=1) as pool:
+        first = pool.start().call(pid)
+        t0 = time.monotonic()
+        with pytest.raises(RunnerLostError, match="SIGKILL") as info:
+            pool.call(die)
+        assert time.monotonic() - t0 < 2.0
+        assert info.value.exit_code == -9
+        second = pool.call(pid)
+        assert second != first
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "needle"),
+    [({"max": 0}, "max=0"), ({"min": 3, "max": 2}, "min"), ({"max_concurrency": 0}, "max_concurrency"),
+     ({"idle_shutdown_after": -1}, "idle_shutdown_after"), ({"timeout": 0}, "timeout"),
+     ({"backend": "cloud"}, "Unknown backend 'cloud'")],
+)
+def test_bad_options(kwargs: dict[str, object], needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle):
+        Pool(**kwargs)  # type: ignore[arg-type]
