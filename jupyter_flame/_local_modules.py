@@ -1,0 +1,169 @@
+"""Which modules travel by value: those whose files are not installed (for shipping).
+
+A top-level module is *installed*, hence pickled by reference (the runner imports it), when it
+
+- has no file (built-in, frozen) or lives under ``sysconfig``'s ``stdlib``/``platstdlib``/
+  ``purelib``/``platlib`` paths or ``site.getsitepackages()``/``site.getusersitepackages()``;
+- or was imported from a directory that a ``.pth`` file in those directories puts on
+  ``sys.path`` (editable installs), or is a top-level name of an editable distribution
+  (setuptools' import-hook editable installs).
+
+Everything else (``helpers.py`` beside the notebook, packages in the kernel's working directory
+or on ``PYTHONPATH``) is *local*: :func:`register_local_modules` registers it with
+:func:`cloudpickle.register_pickle_by_value`. Submodules follow their top-level package.
+Classification is cached per module name and origin; registration is process-wide and
+permanent, like cloudpickle's own API.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import os
+import site
+import sys
+import sysconfig
+import threading
+from collections.abc import Mapping
+from types import ModuleType
+
+import cloudpickle
+
+__all__ = ["register_local_modules", "ships_by_value"]
+
+_lock = threading.Lock()
+_classified: dict[str, tuple[object, bool]] = {}  # top-level name -> (origin key, by value)
+_registered: set[str] = set()
+
+
+def _norm(path: str) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+@functools.cache
+def _installed_prefixes() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    dirs = [paths.get(k) for k in ("stdlib", "platstdlib", "purelib", "platlib")]
+    dirs += site.getsitepackages() if hasattr(site, "getsitepackages") else []
+    dirs.append(site.getusersitepackages())
+    return tuple(sorted({_norm(d) for d in dirs if d}))
+
+
+@functools.cache
+def _editable_roots() -> frozenset[str]:
+    """Directories that ``.pth`` files in site-packages add to ``sys.path`` (editable installs)."""
+    roots: set[str] = set()
+    for base in _installed_prefixes():
+        try:
+            names = sorted(n for n in os.listdir(base) if n.endswith(".pth"))
+        except OSError:
+            continue
+        for pth in names:
+            try:
+                with open(os.path.join(base, pth), encoding="utf-8") as fh:
+                    lines = [line.strip() for line in fh.read().splitlines()]
+            except (OSError, UnicodeDecodeError):
+                continue
+            roots.update(
+                _norm(os.path.join(base, line))
+                for line in lines
+                if line and not line.startswith(("#", "import ", "import\t"))
+            )
+    return frozenset(roots)
+
+
+@functools.cache
+def _top_level_distributions() -> Mapping[str, list[str]]:
+    try:
+        return importlib.metadata.packages_distributions()
+    except Exception:  # broken metadata must not break pickling
+        return {}
+
+
+@functools.cache
+def _is_editable_name(name: str) -> bool:
+    """Whether an editable install provides top-level ``name`` (e.g. setuptools' finders)."""
+    for dist in _top_level_distributions().get(name, ()):
+        try:
+            info = json.loads(
+                importlib.metadata.distribution(dist).read_text("direct_url.json") or "{}"
+            )
+        except Exception:
+            continue
+        if isinstance(info, dict) and info.get("dir_info", {}).get("editable"):
+            return True
+    return False
+
+
+def _location(module: ModuleType) -> str | None:
+    """The file or package directory a module was loaded from; ``None`` when it has none."""
+    file = getattr(module, "__file__", None)
+    if isinstance(file, str) and file:
+        return _norm(file)
+    path = getattr(module, "__path__", None)  # namespace packages
+    entries = [p for p in path or () if isinstance(p, str)] if path is not None else []
+    return _norm(entries[0]) if entries else None
+
+
+def _is_local(name: str, location: str | None) -> bool:
+    if location is None or name.startswith("__main__") or name == "__mp_main__":
+        return False
+    if any(location == d or location.startswith(d + os.sep) for d in _installed_prefixes()):
+        return False
+    package_dir = os.path.dirname(location)
+    if os.path.basename(location).startswith("__init__."):
+        package_dir = os.path.dirname(package_dir)
+    if package_dir in _editable_roots() or _is_editable_name(name):
+        return False
+    return True
+
+
+def _origin_key(module: ModuleType) -> object:
+    """A cheap key that changes when a module is replaced by one from elsewhere."""
+    file = getattr(module, "__file__", None)
+    if file:
+        return file
+    path = getattr(module, "__path__", None)
+    return tuple(path) if path is not None else None
+
+
+def ships_by_value(module: ModuleType | str) -> bool:
+    """Whether a module (object or top-level name) travels by value: it is not installed.
+
+    Submodules follow their top-level package.
+    """
+    mod = sys.modules.get(module) if isinstance(module, str) else module
+    if mod is None:
+        return False
+    top = mod.__name__.partition(".")[0]
+    top_module = sys.modules.get(top, mod if top == mod.__name__ else None)
+    if top_module is None:
+        return False
+    return _is_local(top, _location(top_module))
+
+
+def register_local_modules() -> list[str]:
+    """Register every local top-level module with cloudpickle by value; returns the new ones.
+
+    Classification is cached per module name and location; cheap to call before every pickle.
+    """
+    new: list[str] = []
+    with _lock:
+        for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
+            if "." in name or not isinstance(module, ModuleType):
+                continue
+            key = _origin_key(module)
+            cached = _classified.get(name)
+            if cached is not None and cached[0] == key:
+                continue
+            local = _is_local(name, _location(module))
+            _classified[name] = (key, local)
+            if local and name not in _registered:
+                try:
+                    cloudpickle.register_pickle_by_value(module)
+                except ValueError:
+                    continue
+                _registered.add(name)
+                new.append(name)
+    return new
