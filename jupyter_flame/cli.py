@@ -63,7 +63,10 @@ def _cleanup(args: argparse.Namespace) -> int:
 
     killed = cleanup_local_runners(dead_parent_only=not args.all)
     for rec in killed:
-        print(f"killed local runner {rec.get('runner_id')} (pid {rec.get('pid')})")
+        if rec.get("action") == "killed":
+            print(f"killed local runner {rec.get('runner_id')} (pid {rec.get('pid')})")
+        else:
+            print(f"removed stale record of runner {rec.get('runner_id')} (pid {rec.get('pid')})")
     kube = None if args.local_only else _kube_api(args.namespace)
     if kube is not None:
         from .backends.kubernetes import cleanup_runner_pods

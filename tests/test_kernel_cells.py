@@ -294,3 +294,40 @@ def test_runner_exits_when_kernel_is_killed(tmp_path: Path) -> None:
     runner = int(res.result or 0)
     k.kill()
     assert wait_gone({runner}, 15) == set()
+
+
+FAKE_SMI = """#!/bin/sh
+cat <<'EOF'
+0, GPU-aaaa0000-0000-0000-0000-000000000000, NVIDIA H100 80GB HBM3, 81559
+1, GPU-bbbb1111-1111-1111-1111-111111111111, NVIDIA H100 80GB HBM3, 81559
+EOF
+"""
+
+
+def test_local_gpus_are_exclusive(tmp_path: Path) -> None:
+    """A (fake, external) nvidia-smi reports two GPUs: runners get them exclusively."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(FAKE_SMI)
+    smi.chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    k = Kernel(cwd=tmp_path, env=env)
+    try:
+        one = k.run("%%flame --gpu 1\nimport os\nos.environ['CUDA_VISIBLE_DEVICES']\n")
+        assert one.status == "ok", one.traceback_text()
+        assert one.result == "'GPU-aaaa0000-0000-0000-0000-000000000000'"
+        # the idle gpu=1 runner still holds its GPU: two more cannot be had
+        two = k.run("%%flame --gpu 2\nimport os\n")
+        assert two.status == "error"
+        text = two.traceback_text()
+        assert "asks for 2 GPUs but only 1" in text and "%flame shutdown" in text
+        k.run("%flame shutdown --all")
+        both = k.run("%%flame --gpu 2\nimport os\nos.environ['CUDA_VISIBLE_DEVICES']\n")
+        assert both.status == "ok", both.traceback_text()
+        assert both.result is not None and "aaaa" in both.result and "bbbb" in both.result
+        plain = k.run("%%flame\nimport os\nos.environ.get('CUDA_VISIBLE_DEVICES')\n")
+        assert plain.status == "ok" and plain.result is None  # no --gpu: env unchanged (unset)
+        k.run("%flame shutdown --all")
+    finally:
+        k.shutdown()

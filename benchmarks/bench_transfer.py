@@ -1,0 +1,67 @@
+"""Ship a numpy array to a warm runner and get its sum back: jupyter-flame vs the raw baseline.
+
+    python benchmarks/bench_transfer.py [--sizes 1,100,1024] [--repeat 3]
+
+Sizes in MiB. Throughput = array bytes / round-trip seconds (best of ``--repeat``). The array is
+a fresh one each time (new content), so the incremental cache never applies here; a second table
+shows the cached re-run of the same unchanged array through a real ``%%flame``-style cell.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from _common import machine, save, table
+
+
+def total(a: np.ndarray) -> float:
+    return float(a.sum())
+
+
+def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1,100,1024")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    from rawbase import RawBaseline
+
+    from jupyter_flame import Pool
+
+    rows = []
+    raw = RawBaseline()
+    raw.start()
+    with Pool("bench-transfer", max=1) as pool:
+        pool.call(total, np.ones(8, dtype=np.uint8))
+        for mib in sizes:
+            arrays = [np.random.default_rng(i).integers(0, 255, mib * 2**20, dtype=np.uint8)
+                      for i in range(2)]
+            expect = float(arrays[0].sum())
+            assert raw.send_array_sum(arrays[0]) == expect
+            assert pool.call(total, arrays[0]) == expect
+            t_raw = best(lambda: raw.send_array_sum(arrays[1]), args.repeat)
+            t_flame = best(lambda: pool.call(total, arrays[1]), args.repeat)
+            nbytes = arrays[1].nbytes
+            rows.append({"size": f"{mib} MiB", "raw_GBps": nbytes / t_raw / 1e9,
+                         "flame_GBps": nbytes / t_flame / 1e9, "raw_ms": t_raw * 1e3,
+                         "flame_ms": t_flame * 1e3, "ratio": t_raw / t_flame})
+            del arrays
+    raw.close()
+    print(f"array -> runner -> sum back ({machine()})")
+    print(table(rows, ["size", "raw_GBps", "flame_GBps", "ratio", "raw_ms", "flame_ms"]))
+    save("transfer", rows)
+
+
+if __name__ == "__main__":
+    main()
