@@ -72,8 +72,8 @@ def _cleanup(args: argparse.Namespace) -> int:
         from .backends.kubernetes import cleanup_runner_pods
 
         api, ns = kube
-        for name in cleanup_runner_pods(api, ns, orphans_only=not args.all):
-            print(f"deleted runner pod {ns}/{name}")
+        for pod in cleanup_runner_pods(api, ns, orphans_only=not args.all):
+            print(f"deleted runner pod {ns}/{pod['name']} ({pod.get('why', 'orphan')})")
     if not killed and kube is None:
         print("Nothing to clean up.")
     return 0
