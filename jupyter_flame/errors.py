@@ -60,6 +60,11 @@ class FlameError(Exception):
     def __reduce__(self) -> Any:
         return (_rebuild, (type(self), self.__dict__.copy()))
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython hook: show our errors as their message, not as frames of our internals
+        (the message already says what failed, the value and the fix)."""
+        return f"{type(self).__name__}: {self}".splitlines()
+
 
 def _rebuild(cls: type[FlameError], state: dict[str, Any]) -> FlameError:
     obj = cls.__new__(cls)

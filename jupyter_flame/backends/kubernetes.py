@@ -310,20 +310,33 @@ class KubernetesBackend(PodRunners):
             raise errors[0]
 
     async def sweep(self, kernel_id: str, pool: str | None = None) -> list[str]:
-        """Delete runner pods of this notebook pod and kernel (and ``pool``) that this backend
-        did not start: leftovers of an earlier pool. Returns their names."""
+        """Delete leftovers when a pool starts; returns their names.
+
+        Leftovers are runner pods of this notebook pod that (a) belong to this kernel (and
+        ``pool``) but were not started by this backend, or (b) belong to any kernel of this
+        notebook pod and have finished (phase ``Succeeded``/``Failed``): their runner exited
+        after its kernel died (e.g. SIGKILLed), and nobody else would delete them.
+        """
         await asyncio.to_thread(self._setup)
-        labels = {MANAGED_BY: MANAGED_BY_VALUE, LABEL_PARENT: label_value(self.pod_name or ""),
-                  LABEL_KERNEL: label_value(kernel_id)}
-        if pool is not None:
-            labels[LABEL_POOL] = label_value(pool)
+        labels = {MANAGED_BY: MANAGED_BY_VALUE, LABEL_PARENT: label_value(self.pod_name or "")}
         ns = self.namespace or ""
         listed = await asyncio.to_thread(call, "list", "pods", ns,
                                          self.core.list_namespaced_pod, ns,
                                          label_selector=selector(labels), raw=True)
         ours = {r.name for r in self._runners.values()}
-        names = [p["metadata"]["name"] for p in listed.get("items") or []
-                 if p["metadata"]["name"] not in ours]
+        kernel = label_value(kernel_id)
+        names = []
+        for p in listed.get("items") or []:
+            meta = p.get("metadata") or {}
+            name = meta.get("name")
+            if not name or name in ours:
+                continue
+            plabels = meta.get("labels") or {}
+            mine = plabels.get(LABEL_KERNEL) == kernel and (
+                pool is None or plabels.get(LABEL_POOL) == label_value(pool))
+            finished = (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+            if mine or finished:
+                names.append(name)
         for name in names:
             await asyncio.to_thread(call, "delete", "pods", ns, self.core.delete_namespaced_pod,
                                     name, ns, grace_period_seconds=1, raw=True, missing_ok=True)
