@@ -1,0 +1,214 @@
+"""%%flame cells in a real kernel that believes it runs in a pod of the local Kubernetes
+stand-in: runner pods cloned from the notebook pod, checked through the official client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import wait_gone
+from .kernel_harness import Kernel
+
+pytestmark = [pytest.mark.kernel, pytest.mark.sim]
+
+MANAGED = "app.kubernetes.io/managed-by=jupyter-flame"
+
+
+class Sim:
+    def __init__(self, root: Path) -> None:
+        self.dir = root
+        subprocess.run([sys.executable, "-m", "jupyter_flame.sim", "up", "--dir", str(root),
+                        "--nodes", "1", "--gpus-per-node", "2"], check=True,
+                       capture_output=True, timeout=60)
+        self.env = dict(line.split("=", 1) for line in
+                        (root / "notebook.env").read_text().splitlines() if "=" in line)
+        from kubernetes import client, config
+
+        self.admin = client.CoreV1Api(config.new_client_from_config(
+            config_file=str(root / "admin.kubeconfig")))
+        self.rbac = client.RbacAuthorizationV1Api(self.admin.api_client)
+
+    def runner_pods(self, extra: str = "") -> list[Any]:
+        selector = MANAGED + ("," + extra if extra else "")
+        return list(self.admin.list_namespaced_pod("default", label_selector=selector).items)
+
+    def wait_no_runner_pods_of(self, pool_prefix: str, timeout: float = 5.0) -> list[str]:
+        """Names of runner pods of pools starting with ``pool_prefix`` still there after
+        ``timeout`` seconds (a failed boot deletes its pod)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            names = [p.metadata.name for p in self.runner_pods()
+                     if p.metadata.labels.get("jupyter-flame/pool", "").startswith(pool_prefix)]
+            if not names or time.monotonic() > deadline:
+                return names
+            time.sleep(0.1)
+
+    def down(self) -> None:
+        subprocess.run([sys.executable, "-m", "jupyter_flame.sim", "down", "--dir",
+                        str(self.dir)], check=False, capture_output=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    s = Sim(tmp_path_factory.mktemp("sim"))
+    yield s
+    s.down()
+
+
+@pytest.fixture(scope="module")
+def kernel(sim: Sim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    k = Kernel(cwd=tmp_path_factory.mktemp("nb"), env=sim.env)
+    assert k.run("x = 2\nfrom jupyter_flame.pool import get_pool").status == "ok"
+    yield k
+    k.run("%flame shutdown --all")
+    k.shutdown()
+
+
+def test_cell_runs_in_a_runner_pod_cloned_from_the_notebook(sim: Sim, kernel: Kernel) -> None:
+    res = kernel.run("%%flame\nimport os\ny = x * 21\nos.environ['JUPYTER_FLAME_RUNNER_ID']\n")
+    assert res.status == "ok", res.traceback_text()
+    assert kernel.value("y") == 42
+    runner_id = (res.result or "").strip("'")
+    assert kernel.value("get_pool('default').backend.name") == "kubernetes"
+    # the kernel listens on the notebook pod's IP only
+    assert kernel.value("get_pool('default')._core.listener.address[0]") == sim.env["POD_IP"]
+    pods = sim.runner_pods(f"jupyter-flame/runner={runner_id}")
+    assert len(pods) == 1
+    pod = pods[0]
+    parent = sim.admin.read_namespaced_pod(sim.env["POD_NAME"], "default")
+    labels = pod.metadata.labels
+    assert labels["jupyter-flame/pool"] == "default"
+    assert labels["jupyter-flame/parent"] == parent.metadata.name
+    assert "jupyter-flame/kernel" in labels
+    assert not set(parent.metadata.labels.items()) & set(labels.items())  # never the parent's
+    assert pod.metadata.name.startswith(f"{parent.metadata.name}-flame-")
+    owners = pod.metadata.owner_references
+    assert [(o.kind, o.name, o.uid) for o in owners] == [("Pod", parent.metadata.name,
+                                                          parent.metadata.uid)]
+    spec = pod.spec
+    assert spec.restart_policy == "Never"
+    assert spec.automount_service_account_token is False
+    assert spec.service_account_name == "jupyter-flame-runner"
+    assert [c.name for c in spec.containers] == ["runner"]
+    runner = spec.containers[0]
+    assert runner.image == parent.spec.containers[0].image
+    assert "jupyter_flame.runner" in " ".join((runner.command or []) + (runner.args or []))
+    key = [e for e in runner.env if e.name == "JUPYTER_FLAME_KEY"]
+    assert len(key) == 1 and key[0].value is None and key[0].value_from.secret_key_ref.name
+    assert not any("kube-api-access" in (v.name or "") for v in spec.volumes or [])
+    assert runner.resources.requests and runner.resources.limits
+
+
+def test_gpu_cell_gets_a_gpu_node_and_its_devices(sim: Sim, kernel: Kernel) -> None:
+    res = kernel.run("%%flame --gpu 1\nimport os\n"
+                     "(os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ['JUPYTER_FLAME_RUNNER_ID'])")
+    assert res.status == "ok", res.traceback_text()
+    devices, runner_id = eval(res.result or "")
+    assert devices in ("0", "1")
+    pods = sim.runner_pods(f"jupyter-flame/runner={runner_id}")
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod.spec.containers[0].resources.limits["nvidia.com/gpu"] == "1"
+    assert any(t.key == "nvidia.com/gpu" for t in pod.spec.tolerations)
+    node = sim.admin.read_node(pod.spec.node_name)
+    assert node.status.allocatable.get("nvidia.com/gpu") == "2"
+
+
+def test_unknown_image_fails_fast_and_leaves_no_pod(sim: Sim, kernel: Kernel) -> None:
+    t0 = time.monotonic()
+    res = kernel.run("%%flame --image registry.invalid/nope:1\n1\n")
+    assert res.status == "error"
+    assert res.error is not None and res.error["ename"] == "BootError"
+    assert "ErrImagePull" in res.traceback_text() or "ImagePullBackOff" in res.traceback_text()
+    assert time.monotonic() - t0 < 15
+    assert sim.wait_no_runner_pods_of("image") == []
+
+
+def test_unschedulable_gpu_request_reports_the_scheduler(sim: Sim, kernel: Kernel) -> None:
+    assert kernel.run("%flame pool huge --gpu 8 --boot-timeout 3").status == "ok"
+    t0 = time.monotonic()
+    res = kernel.run("%%flame --pool huge\n1\n")
+    assert res.status == "error"
+    text = res.traceback_text()
+    assert "Insufficient nvidia.com/gpu" in text and "boot_timeout" in text
+    assert time.monotonic() - t0 < 15
+    assert sim.wait_no_runner_pods_of("huge") == []
+
+
+def test_shutdown_all_leaves_no_runner_pod(sim: Sim, kernel: Kernel) -> None:
+    assert kernel.run("%%flame\nz = 1\n").status == "ok"
+    assert sim.runner_pods()
+    assert kernel.run("%flame shutdown --all").status == "ok"
+    assert [p.metadata.name for p in sim.runner_pods()] == []
+    secrets = sim.admin.list_namespaced_secret("default", label_selector=MANAGED).items
+    assert [s.metadata.name for s in secrets] == []
+
+
+def test_role_without_create_pods_gives_a_clear_403(sim: Sim, tmp_path: Path) -> None:
+    from kubernetes import client
+
+    sa = "limited-notebook"
+    sim.admin.create_namespaced_service_account(
+        "default", client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=sa)))
+    sim.rbac.create_namespaced_role("default", client.V1Role(
+        metadata=client.V1ObjectMeta(name=sa),
+        rules=[client.V1PolicyRule(api_groups=[""], resources=["pods"],
+                                   verbs=["get", "list", "watch"]),
+               client.V1PolicyRule(api_groups=[""], resources=["secrets"],
+                                   verbs=["create", "get", "delete"])]))
+    sim.rbac.create_namespaced_role_binding("default", client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name=sa),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="Role", name=sa),
+        subjects=[client.RbacV1Subject(kind="ServiceAccount", name=sa, namespace="default")]))
+    token = sim.admin.create_namespaced_service_account_token(
+        sa, "default", client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[]))).status.token
+    import yaml
+
+    cfg = yaml.safe_load(Path(sim.env["KUBECONFIG"]).read_text())
+    cfg["users"][0]["user"] = {"token": token}
+    limited = tmp_path / "limited.kubeconfig"
+    limited.write_text(yaml.safe_dump(cfg))
+    k = Kernel(cwd=tmp_path, env={**sim.env, "KUBECONFIG": str(limited)})
+    try:
+        t0 = time.monotonic()
+        res = k.run("%%flame\n1\n")
+        assert res.status == "error"
+        assert res.error is not None and res.error["ename"] == "BackendError"
+        text = res.traceback_text()
+        assert "403" in text or "Forbidden" in text or "forbidden" in text
+        assert "create" in text and "pods" in text and "rbac.yaml" in text
+        assert time.monotonic() - t0 < 10
+        assert sim.runner_pods() == []
+    finally:
+        k.shutdown()
+
+
+def test_killed_kernel_leaves_no_runner(sim: Sim, tmp_path: Path) -> None:
+    k = Kernel(cwd=tmp_path, env=sim.env)
+    res = k.run("%%flame\nimport os\n(os.getpid(), os.environ['JUPYTER_FLAME_RUNNER_ID'])\n")
+    assert res.status == "ok", res.traceback_text()
+    pid, runner_id = eval(res.result or "")
+    k.kill()
+    # the runner process notices its kernel is gone and exits (parent_timeout is 10 s)
+    assert wait_gone({pid}, 15) == set()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pods = sim.runner_pods(f"jupyter-flame/runner={runner_id}")
+        if not pods or pods[0].status.phase in ("Succeeded", "Failed"):
+            break
+        time.sleep(0.2)
+    # a finished runner pod is swept by the next pool start in this notebook pod, or by
+    # `jupyter flame cleanup`
+    out = subprocess.run([sys.executable, "-m", "jupyter_flame.cli", "cleanup"],
+                         env={**os.environ, **sim.env}, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert sim.runner_pods(f"jupyter-flame/runner={runner_id}") == []
