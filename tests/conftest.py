@@ -4,14 +4,28 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 
-def runner_pids() -> set[int]:
-    """Pids of every ``python -m jupyter_flame.runner`` process on this machine."""
+#: Every process this test session starts inherits this marker, so the leftover check only
+#: looks at runners of this session (another session may run tests beside it).
+SESSION_MARKER = f"JUPYTER_FLAME_TEST_SESSION={uuid.uuid4().hex}"
+os.environ["JUPYTER_FLAME_TEST_SESSION"] = SESSION_MARKER.split("=", 1)[1]
+
+
+def _ours(entry: Path) -> bool:
+    try:
+        return SESSION_MARKER.encode() in (entry / "environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def runner_pids(session_only: bool = True) -> set[int]:
+    """Pids of live ``python -m jupyter_flame.runner`` processes (of this test session)."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -26,6 +40,8 @@ def runner_pids() -> set[int]:
             except OSError:
                 continue
             if stat.rsplit(")", 1)[1].split()[0] == "Z":  # zombie: already dead
+                continue
+            if session_only and not _ours(entry):
                 continue
             pids.add(int(entry.name))
     return pids
@@ -43,9 +59,8 @@ def wait_gone(pids: set[int], timeout: float) -> set[int]:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_runner_left_behind() -> Iterator[None]:
-    before = runner_pids()
     yield
-    leftover = wait_gone(runner_pids() - before, timeout=20)
+    leftover = wait_gone(runner_pids(), timeout=20)
     for pid in leftover:
         try:
             os.kill(pid, 9)

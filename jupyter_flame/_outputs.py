@@ -1,0 +1,363 @@
+"""Route a runner's stdout, stderr and rich displays to the task that produced them.
+
+Every task runs with :data:`current_task` set (a context variable, so asyncio tasks created by
+a cell inherit it). Output from anywhere else (threads a cell started, which begin with an
+empty context) goes to the task that started last among those still running; output when no
+task runs goes to the process's own stdout/stderr (the runner's log).
+
+Text is buffered per task, in order across stdout and stderr, and sent as
+:class:`~jupyter_flame.protocol.Stream` messages by a flusher thread: a complete line wakes it
+at once, a partial line waits at most :data:`FLUSH_INTERVAL` seconds. A display first flushes
+its task's pending text, so text and displays arrive in the order they were produced.
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import itertools
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any, TextIO
+
+from IPython.core.displaypub import DisplayPublisher
+
+from .protocol import ClearOutput, Display, Stream
+
+__all__ = [
+    "FLUSH_INTERVAL",
+    "DisplayRouter",
+    "OutputRouter",
+    "TaskStream",
+    "current_task",
+    "install_streams",
+]
+
+FLUSH_INTERVAL = 0.05
+"""Seconds a partial line may wait before it is sent."""
+
+_MIN_GAP = 0.005  # coalesce bursts of lines into one message per this many seconds
+_EAGER_BYTES = 1 << 20  # a task with this much pending text is flushed by the writer itself
+
+#: The task whose code is running in this context (``None`` outside tasks).
+current_task: ContextVar[int | None] = ContextVar("jupyter_flame_task", default=None)
+
+Send = Callable[[object], None]
+
+
+class OutputRouter:
+    """Collects text per task and sends it as ``Stream`` messages through ``send``.
+
+    ``send`` must be thread-safe and keep the order of calls (the runner's outbox).
+    """
+
+    def __init__(self, send: Send, fallback: dict[str, TextIO | None] | None = None) -> None:
+        self._send = send
+        self.fallback: dict[str, TextIO | None] = dict(
+            fallback or {"stdout": sys.__stdout__, "stderr": sys.__stderr__}
+        )
+        self._lock = threading.Lock()
+        self._pending: dict[int, list[list[str]]] = {}  # task -> [[name, text], ...]
+        self._running: list[int] = []  # in start order
+        self._wake = threading.Event()
+        self._stopped = False
+        self.pumps: list[_FdPump] = []
+        self._thread = threading.Thread(target=self._flusher, name="flame-output", daemon=True)
+        self._thread.start()
+
+    # --- task bookkeeping ----------------------------------------------------------------
+    def task_started(self, task: int) -> None:
+        with self._lock:
+            self._running.append(task)
+
+    def task_finished(self, task: int) -> None:
+        """Send the task's remaining text; later output goes elsewhere."""
+        for pump in self.pumps:
+            pump.sync()
+        with self._lock:
+            self._flush_locked(task)
+            if task in self._running:
+                self._running.remove(task)
+            self._pending.pop(task, None)
+
+    def target(self) -> int | None:
+        """The task that output written here and now belongs to."""
+        task = current_task.get()
+        running = self._running
+        if task is not None and task in running:
+            return task
+        return running[-1] if running else None
+
+    # --- text ----------------------------------------------------------------------------
+    def write(self, name: str, text: str) -> None:
+        if not text:
+            return
+        task = self.target()
+        if task is None:
+            stream = self.fallback.get(name)
+            if stream is not None:
+                try:
+                    stream.write(text)
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            return
+        with self._lock:
+            chunks = self._pending.setdefault(task, [])
+            if chunks and chunks[-1][0] == name:
+                chunks[-1][1] += text
+            else:
+                chunks.append([name, text])
+            if sum(len(c[1]) for c in chunks) >= _EAGER_BYTES:
+                self._flush_locked(task)
+                return
+        if "\n" in text:
+            self._wake.set()
+
+    def flush(self, task: int | None = None) -> None:
+        """Send pending text now: of ``task``, or of the current target task."""
+        task = self.target() if task is None else task
+        if task is None:
+            return
+        with self._lock:
+            self._flush_locked(task)
+
+    def flush_all(self) -> None:
+        with self._lock:
+            for task in list(self._pending):
+                self._flush_locked(task)
+
+    def _flush_locked(self, task: int) -> None:
+        chunks = self._pending.get(task)
+        if not chunks:
+            return
+        self._pending[task] = []
+        for name, text in chunks:
+            self._send(Stream(task, name, text))
+
+    def _flusher(self) -> None:
+        last = 0.0
+        while not self._stopped:
+            self._wake.wait(FLUSH_INTERVAL)
+            gap = time.monotonic() - last
+            if gap < _MIN_GAP:
+                time.sleep(_MIN_GAP - gap)
+            self._wake.clear()
+            last = time.monotonic()
+            try:
+                self.flush_all()
+            except Exception:  # never let the flusher die; the outbox may be closing
+                pass
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._wake.set()
+
+    # --- rich output ---------------------------------------------------------------------
+    def display(
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        display_id: str | None = None,
+        update: bool = False,
+    ) -> None:
+        task = self.target()
+        if task is None:
+            return  # nobody to show it to
+        with self._lock:
+            self._flush_locked(task)
+            self._send(Display(task, dict(data), dict(metadata or {}), display_id, update))
+
+    def clear_output(self, wait: bool = False) -> None:
+        task = self.target()
+        if task is None:
+            return
+        with self._lock:
+            self._flush_locked(task)
+            self._send(ClearOutput(task, wait))
+
+
+class TaskStream(io.TextIOBase):
+    """A ``sys.stdout``/``sys.stderr`` replacement that writes through an :class:`OutputRouter`.
+
+    ``fd`` is what :meth:`fileno` answers: the process's descriptor 1 or 2 (captured by
+    :func:`capture_fds`, so writes to it reach the task too).
+    """
+
+    def __init__(self, router: OutputRouter, name: str, fd: int | None) -> None:
+        super().__init__()
+        self._router = router
+        self._name = name
+        self._fd = fd
+        self.buffer = _BinaryWriter(self)
+
+    @property
+    def name(self) -> str:
+        return f"<{self._name}>"
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return "replace"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise io.UnsupportedOperation("fileno")
+        return self._fd
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        self._router.write(self._name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        self._router.flush()
+
+
+class _BinaryWriter:
+    """``sys.stdout.buffer`` for code that writes bytes."""
+
+    def __init__(self, stream: TaskStream) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._stream.write(bytes(data).decode("utf-8", "replace"))
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+class DisplayRouter(DisplayPublisher):
+    """IPython's display publisher for a runner: every display becomes a message."""
+
+    router: OutputRouter | None = None
+
+    def publish(
+        self,
+        data: dict[str, Any],
+        metadata: dict[str, Any] | None = None,
+        source: str | None = None,
+        *,
+        transient: dict[str, Any] | None = None,
+        update: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        self._validate_data(data, metadata)  # type: ignore[no-untyped-call]
+        display_id = (transient or {}).get("display_id")
+        if self.router is not None:
+            self.router.display(data, metadata, display_id, update)
+
+    def clear_output(self, wait: bool = False) -> None:
+        if self.router is not None:
+            self.router.clear_output(wait)
+
+
+def install_streams(router: OutputRouter, *, capture_fds: bool = True) -> None:
+    """Route ``sys.stdout``/``sys.stderr`` (and, with ``capture_fds``, descriptors 1 and 2).
+
+    Capturing the descriptors sends the output of child processes and C code to the task that
+    started last. The process's original stdout/stderr stay reachable as ``sys.__stdout__`` /
+    ``sys.__stderr__`` (duplicated descriptors), which is where the runner's own log goes.
+    """
+    fds: dict[str, int | None] = {"stdout": None, "stderr": None}
+    if capture_fds:
+        for fd, name in ((1, "stdout"), (2, "stderr")):
+            try:
+                original = _capture_fd(router, fd, name)
+            except OSError:
+                continue
+            router.fallback[name] = original
+            fds[name] = fd
+            if fd == 1:
+                sys.__stdout__ = original  # type: ignore[misc]
+            else:
+                sys.__stderr__ = original  # type: ignore[misc]
+    sys.stdout = TaskStream(router, "stdout", fds["stdout"])
+    sys.stderr = TaskStream(router, "stderr", fds["stderr"])
+
+
+class _FdPump:
+    """Reads a captured descriptor's pipe and writes what arrives through the router.
+
+    :meth:`sync` writes a marker into the pipe and waits until the reader passes it, so that
+    everything written to the descriptor before the sync has been routed (used when a task
+    ends: output its child processes wrote a moment before still belongs to it).
+    """
+
+    def __init__(self, router: OutputRouter, fd: int, name: str, read_end: int) -> None:
+        self._router = router
+        self._fd = fd
+        self._name = name
+        self._read_end = read_end
+        self._seen: set[int] = set()
+        self._cond = threading.Condition()
+        self._ids = itertools.count()
+        threading.Thread(target=self._pump, name=f"flame-fd{fd}", daemon=True).start()
+
+    def sync(self, timeout: float = 0.5) -> None:
+        token = next(self._ids)
+        try:
+            os.write(self._fd, _MARK + str(token).encode() + b"\0")
+        except OSError:
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: token in self._seen, timeout)
+            self._seen.discard(token)
+
+    def _pump(self) -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        carry = b""
+        while True:
+            try:
+                data = os.read(self._read_end, 65536)
+            except OSError:
+                return
+            if not data:
+                return
+            data = carry + data
+            carry = b""
+            tokens = []
+            while (start := data.find(_MARK)) >= 0:
+                end = data.find(b"\0", start + len(_MARK))
+                if end < 0:
+                    break
+                tokens.append(int(data[start + len(_MARK) : end]))
+                self._router.write(self._name, decoder.decode(data[:start]))
+                data = data[end + 1 :]
+            cut = data.find(b"\0")
+            if cut >= 0 and _MARK.startswith(data[cut : cut + len(_MARK)]):
+                data, carry = data[:cut], data[cut:]  # maybe a marker split across reads
+            self._router.write(self._name, decoder.decode(data))
+            if tokens:
+                with self._cond:
+                    self._seen.update(tokens)
+                    self._cond.notify_all()
+
+
+_MARK = b"\0jupyter-flame-sync:"
+
+
+def _capture_fd(router: OutputRouter, fd: int, name: str) -> io.TextIOWrapper:
+    """Point ``fd`` at a pipe read by a thread; return a stream on the original file."""
+    saved = os.dup(fd)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, fd)
+    os.close(write_end)
+    os.set_inheritable(saved, False)
+    router.pumps.append(_FdPump(router, fd, name, read_end))
+    return open(saved, "w", buffering=1, encoding="utf-8", errors="replace")  # noqa: SIM115
