@@ -51,7 +51,7 @@ def wait_gone(pids: set[int], timeout: float) -> set[int]:
     deadline = time.monotonic() + timeout
     alive = set(pids)
     while alive and time.monotonic() < deadline:
-        alive &= runner_pids()
+        alive &= runner_pids(session_only=False)
         if alive:
             time.sleep(0.1)
     return alive
