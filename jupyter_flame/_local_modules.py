@@ -25,6 +25,7 @@ import site
 import sys
 import sysconfig
 import threading
+import time
 from collections.abc import Mapping
 from types import ModuleType
 
@@ -119,6 +120,11 @@ def _is_local(name: str, location: str | None) -> bool:
     return True
 
 
+_RESCAN_EVERY = 2.0  # seconds
+_scanned_count: object = None  # (len(sys.modules), the last module imported)
+_scanned_at = 0.0
+
+
 def _origin_key(module: ModuleType) -> object:
     """A cheap key that changes when a module is replaced by one from elsewhere."""
     file = getattr(module, "__file__", None)
@@ -148,8 +154,16 @@ def register_local_modules() -> list[str]:
 
     Classification is cached per module name and location; cheap to call before every pickle.
     """
+    global _scanned_count, _scanned_at
     new: list[str] = []
+    now = time.monotonic()
+    # Fast path: nothing was imported since the last scan (a full rescan still happens every
+    # few seconds, to catch a module replaced in place).
+    fingerprint = (len(sys.modules), next(reversed(sys.modules), None))
+    if fingerprint == _scanned_count and now - _scanned_at < _RESCAN_EVERY:
+        return new
     with _lock:
+        _scanned_count, _scanned_at = fingerprint, now
         for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
             if "." in name or not isinstance(module, ModuleType):
                 continue
