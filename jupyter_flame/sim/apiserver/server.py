@@ -1,0 +1,329 @@
+"""Tornado HTTP front end of the stand-in Kubernetes API server.
+
+One handler decodes every path (:mod:`.routes`), authenticates the bearer
+token, authorizes with RBAC, and dispatches to the registry, the deleter,
+the review/token endpoints, discovery or the streaming responses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import yaml
+from tornado import web
+
+from . import openapi, protobuf, resources, streams, tables
+from .rbac import Attributes, UserInfo
+from .routes import Route, parse
+from .selectors import Selector
+from .state import ServerState
+from .status import (
+    ApiError,
+    bad_request,
+    method_not_allowed,
+    page_not_found,
+    status_body,
+    success_body,
+    unsupported_media_type,
+)
+
+log = logging.getLogger("jupyter_flame.sim.apiserver")
+
+VERSION = {
+    "major": "1", "minor": "32", "emulationMajor": "1", "emulationMinor": "32",
+    "gitVersion": "v1.32.0-jupyter-flame-sim", "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23.4",
+    "compiler": "gc", "platform": "linux/amd64",
+}
+_PUBLIC = {"/version", "/healthz", "/livez", "/readyz", "/version/"}
+_RETURNS_OBJECT = {"pods", "namespaces"}
+
+
+class ApiHandler(web.RequestHandler):
+    """Every request of the API server goes through here."""
+
+    state: ServerState
+
+    def initialize(self, state: ServerState) -> None:  # noqa: D102
+        self.state = state
+        self.closed = False
+
+    def on_connection_close(self) -> None:  # noqa: D102
+        self.closed = True
+
+    def check_xsrf_cookie(self) -> None:  # noqa: D102
+        return None
+
+    def compute_etag(self) -> None:  # noqa: D102
+        return None
+
+    # -- helpers -----------------------------------------------------------
+    def send(self, body: Any, code: int = 200, content_type: str = "application/json") -> None:
+        """Write a JSON response."""
+        self.set_status(code)
+        self.set_header("Content-Type", content_type)
+        self.finish(json.dumps(body, separators=(",", ":")))
+
+    def arg(self, name: str) -> str | None:
+        """A query argument (``None`` when absent)."""
+        return self.get_query_argument(name, None)
+
+    def int_arg(self, name: str) -> int | None:
+        """An integer query argument; 400 when malformed."""
+        value = self.arg(name)
+        if value in (None, ""):
+            return None
+        try:
+            return int(value)
+        except ValueError as exc:
+            raise bad_request(f"invalid {name}: {value}") from exc
+
+    def body(self) -> Any:
+        """The decoded request body (JSON, or YAML for apply patches)."""
+        raw = self.request.body
+        if not raw:
+            return None
+        ctype = self.request.headers.get("Content-Type", "")
+        try:
+            if ctype.startswith(protobuf.CONTENT_TYPE):
+                return protobuf.decode(raw)
+            if "yaml" in ctype:
+                return yaml.safe_load(raw)
+            return json.loads(raw)
+        except protobuf.ProtobufError as exc:
+            raise unsupported_media_type(ctype) from exc
+        except (ValueError, yaml.YAMLError) as exc:
+            raise bad_request(f"error decoding request body: {exc}") from exc
+
+    # -- entry points --------------------------------------------------------
+    async def get(self, path: str) -> None:  # noqa: D102
+        await self._serve("GET")
+
+    async def post(self, path: str) -> None:  # noqa: D102
+        await self._serve("POST")
+
+    async def put(self, path: str) -> None:  # noqa: D102
+        await self._serve("PUT")
+
+    async def patch(self, path: str) -> None:  # noqa: D102
+        await self._serve("PATCH")
+
+    async def delete(self, path: str) -> None:  # noqa: D102
+        await self._serve("DELETE")
+
+    async def _serve(self, method: str) -> None:
+        path = self.request.path
+        try:
+            if path in _PUBLIC:
+                self.send(VERSION if path.startswith("/version") else "ok")
+                return
+            user = self._impersonate(self.state.authenticate(self.request.headers.get("Authorization")))
+            if self._discovery(path, method):
+                return
+            route = parse(path)
+            if route is None:
+                raise page_not_found()
+            await self._resource(method, route, user)
+        except ApiError as err:
+            if not self._finished:
+                self.send(err.status, err.code)
+        except Exception as exc:  # noqa: BLE001 - a Status body, never a tornado HTML page
+            log.exception("internal error serving %s %s", method, path)
+            if not self._finished:
+                self.send(status_body(500, "InternalError", f"Internal error occurred: {exc}",
+                                      {"causes": [{"message": str(exc)}]}), 500)
+
+    def _impersonate(self, user: UserInfo) -> UserInfo:
+        """Honour ``Impersonate-User``/``Impersonate-Group`` (``kubectl --as``) when allowed."""
+        name = self.request.headers.get("Impersonate-User")
+        groups = self.request.headers.get_list("Impersonate-Group")
+        if not name:
+            return user
+        prefix = "system:serviceaccount:"
+        if name.startswith(prefix) and name.count(":") == 3:
+            ns, sa = name[len(prefix):].split(":")
+            self.state.check(Attributes(user, "impersonate", "", "serviceaccounts", "", ns, sa))
+            groups = groups or ["system:serviceaccounts", f"system:serviceaccounts:{ns}"]
+        else:
+            self.state.check(Attributes(user, "impersonate", "", "users", "", "", name))
+        for group in groups:
+            self.state.check(Attributes(user, "impersonate", "", "groups", "", "", group))
+        return UserInfo(name, (*groups, "system:authenticated"))
+
+    def _discovery(self, path: str, method: str) -> bool:
+        parts = [p for p in path.split("/") if p]
+        body: Any = None
+        if path.startswith("/openapi/"):
+            if path == "/openapi/v2":
+                self.set_header("Content-Type", openapi.V2_CONTENT_TYPE)
+                self.finish(b"")
+                return True
+            if path == "/openapi/v3":
+                body = openapi.root()
+            else:
+                body = openapi.document_for_path(path[len("/openapi/v3/"):])
+                if body is None:
+                    raise page_not_found()
+        elif parts == ["api"]:
+            body = resources.versions(self.state.address)
+        elif parts == ["apis"]:
+            body = resources.group_list()
+        elif len(parts) == 2 and parts[0] == "api":
+            if parts[1] != "v1":
+                raise page_not_found()
+            body = resources.resource_list("v1")
+        elif len(parts) == 2 and parts[0] == "apis":
+            body = resources.group(parts[1])
+            if body is None:
+                raise page_not_found()
+        elif len(parts) == 3 and parts[0] == "apis":
+            gv = f"{parts[1]}/{parts[2]}"
+            if gv not in resources.GROUP_VERSIONS:
+                raise page_not_found()
+            body = resources.resource_list(gv)
+        else:
+            return False
+        if method != "GET":
+            raise method_not_allowed()
+        self.send(body)
+        return True
+
+    # -- resources -------------------------------------------------------------
+    async def _resource(self, method: str, route: Route, user: UserInfo) -> None:
+        res, ns, name, sub = route.resource, route.namespace, route.name, route.subresource
+        watch = self.arg("watch") in ("true", "1")
+        verb = route.verb(method, watch)
+        if sub == "log" and method != "GET" or sub in ("binding", "token") and method != "POST":
+            raise method_not_allowed()
+        if not res.stored and method != "POST":
+            raise method_not_allowed()
+        if not res.stored and name:
+            raise page_not_found()
+        attrs = Attributes(user, verb, res.group, res.plural, sub, ns or "", name)
+        self.state.check(attrs)
+        reg, state = self.state.registry, self.state
+        body = self.body() if method in ("POST", "PUT", "PATCH", "DELETE") else None
+        if res.plural == "selfsubjectaccessreviews":
+            self.send(state.access_review(user, body or {}), 201)
+            return
+        if res.plural == "selfsubjectrulesreviews":
+            self.send(state.rules_review(user, body or {}), 201)
+            return
+        if res.plural == "selfsubjectreviews":
+            self.send(state.subject_review(user), 201)
+            return
+        if res.plural == "bindings":
+            self.send(reg.bind(ns or "", (body or {}).get("metadata", {}).get("name", ""), body or {}), 201)
+            return
+        if sub == "binding":
+            self.send(reg.bind(ns or "", name, body or {}), 201)
+            return
+        if sub == "token":
+            self.send(state.token_request(ns or "", name, body or {}), 201)
+            return
+        if sub == "log":
+            pod = reg.get(res, ns or "", name)
+            container = streams.pick_container(pod, self.arg("container"))
+            await streams.logs(self, pod, container, self.arg("follow") in ("true", "1"),
+                               self.int_arg("tailLines"), self.int_arg("limitBytes"),
+                               previous=self.arg("previous") in ("true", "1"))
+            if not self._finished:
+                self.finish()
+            return
+        namespace = ns or ""
+        if method in ("POST", "PUT", "PATCH", "DELETE"):
+            dry = self.arg("dryRun") == "All"
+            with self.state.store.dry_run(dry):
+                self._write(method, route, body)
+            if not dry:
+                self.state.deleter.reconcile()
+            return
+        if method == "GET" and not name:
+            selector = Selector.parse(self.arg("labelSelector"), self.arg("fieldSelector"), res.plural)
+            include = self._table_include()
+            if watch:
+                timeout = float(self.int_arg("timeoutSeconds") or 1800)
+                await streams.watch(self, res, ns, selector, self.arg("resourceVersion"), timeout, include,
+                                    send_initial=self.arg("sendInitialEvents") == "true",
+                                    bookmarks=self.arg("allowWatchBookmarks") in ("true", "1"))
+                if not self._finished:
+                    self.finish()
+                return
+            listing = reg.list(res, ns, selector, self.int_arg("limit"), self.arg("continue"))
+            if include == tables.PARTIAL:
+                self.send(tables.partial_list(listing))
+            elif include is not None:
+                out = tables.table(res.plural, listing["items"], listing["metadata"]["resourceVersion"], include)
+                out["metadata"] = listing["metadata"]
+                self.send(out)
+            else:
+                self.send(listing)
+            return
+        if method == "GET":
+            obj = reg.get(res, namespace, name)
+            include = self._table_include()
+            if include == tables.PARTIAL:
+                self.send(tables.partial(obj))
+            elif include is not None:
+                self.send(tables.table(res.plural, [obj], obj["metadata"]["resourceVersion"], include))
+            else:
+                self.send(obj)
+            return
+        raise method_not_allowed()
+
+    def _write(self, method: str, route: Route, body: Any) -> None:
+        res, ns, name, sub = route.resource, route.namespace, route.name, route.subresource
+        namespace, reg = ns or "", self.state.registry
+        if method == "POST":
+            if name:
+                raise method_not_allowed()
+            obj = reg.create(res, namespace, body)
+            self.send(obj, 201)
+            return
+        if method == "PUT":
+            obj = reg.update(res, namespace, name, body, sub)
+            self.send(obj)
+            return
+        if method == "PATCH":
+            ctype = self.request.headers.get("Content-Type", "")
+            obj, code = reg.patch(res, namespace, name, ctype, body, sub, self.arg("fieldManager"))
+            self.send(obj, code)
+            return
+        if method == "DELETE":
+            opts = dict(body or {}) if isinstance(body, dict) else {}
+            grace = self.int_arg("gracePeriodSeconds")
+            if grace is not None:
+                opts["gracePeriodSeconds"] = grace
+            if self.arg("propagationPolicy"):
+                opts["propagationPolicy"] = self.arg("propagationPolicy")
+            if not name:
+                selector = Selector.parse(self.arg("labelSelector"), self.arg("fieldSelector"), res.plural)
+                self.send(self.state.deleter.delete_collection(res, ns, selector, opts, reconcile=False))
+                return
+            obj = self.state.deleter.delete(res, namespace, name, opts, reconcile=False)
+            gone = self.state.store.get(res.key, namespace, name) is None
+            if gone and res.plural not in _RETURNS_OBJECT:
+                details: dict[str, Any] = {"name": name}
+                if res.group:
+                    details["group"] = res.group
+                details.update(kind=res.plural, uid=obj["metadata"].get("uid"))
+                self.send(success_body(200, details))
+            else:
+                self.send(obj)
+            return
+        raise method_not_allowed()
+
+    def _table_include(self) -> str | None:
+        accept = self.request.headers.get("Accept", "")
+        if tables.wants_partial(accept):
+            return tables.PARTIAL
+        if not tables.wants_table(accept):
+            return None
+        return self.arg("includeObject") or "Metadata"
+
+
+def make_app(state: ServerState) -> web.Application:
+    """The tornado application serving ``state``."""
+    return web.Application([(r"(/.*)", ApiHandler, {"state": state})], compress_response=False)
