@@ -105,8 +105,8 @@ class PodRunners(Backend):
                 or not (reason or message))):
             return
         runner.progress = (phase, reason, message)
-        self.emit(handle, phase, reason, message, pod=runner.name,
-                  node=handle.info.get("node", ""))
+        node = handle.info.get("node") or ((runner.last or {}).get("spec") or {}).get("nodeName")
+        self.emit(handle, phase, reason, message, pod=runner.name, node=node or "")
 
     def _on_event(self, runner: Runner, kind: str, event: dict[str, Any]) -> None:
         if kind not in ("ADDED", "MODIFIED") or runner.finished:
@@ -116,6 +116,9 @@ class PodRunners(Backend):
         if line not in runner.events:
             runner.events.append(line)
             runner.handle.info["events"] = list(runner.events)
+        if reason == "Scheduled" and " to " in message and not runner.handle.info.get("node"):
+            # "Successfully assigned ns/pod to NODE": the event stream may run ahead of the pod's
+            runner.handle.info["node"] = message.rsplit(" to ", 1)[1].strip()
         if reason == "FailedScheduling":
             self._progress(runner, "scheduling", "Unschedulable", message)
         elif reason in ("Scheduled", "Pulling", "Pulled"):
