@@ -50,13 +50,14 @@ def main() -> None:
             expect = float(arrays[0].sum())
             assert raw.send_array_sum(arrays[0]) == expect
             assert pool.call(total, arrays[0]) == expect
-            t_raw = best(lambda: raw.send_array_sum(arrays[1]), args.repeat)
-            t_flame = best(lambda: pool.call(total, arrays[1]), args.repeat)
+            fresh = arrays[1]
+            t_raw = best(lambda a=fresh: raw.send_array_sum(a), args.repeat)
+            t_flame = best(lambda a=fresh: pool.call(total, a), args.repeat)
             nbytes = arrays[1].nbytes
             rows.append({"size": f"{mib} MiB", "raw_GBps": nbytes / t_raw / 1e9,
                          "flame_GBps": nbytes / t_flame / 1e9, "raw_ms": t_raw * 1e3,
                          "flame_ms": t_flame * 1e3, "ratio": t_raw / t_flame})
-            del arrays
+            del arrays, fresh
     raw.close()
     print(f"array -> runner -> sum back ({machine()})")
     print(table(rows, ["size", "raw_GBps", "flame_GBps", "ratio", "raw_ms", "flame_ms"]))

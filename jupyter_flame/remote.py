@@ -19,15 +19,15 @@ from .protocol import ErrorInfo
 
 __all__ = ["raise_remote", "rebuild_error"]
 
-_combined: dict[type, type | None] = {}
+_combined: dict[type, type[BaseException] | None] = {}
 _lock = threading.Lock()
 
 
-def _combine(cls: type[BaseException]) -> type | None:
+def _combine(cls: type[BaseException]) -> type[BaseException] | None:
     with _lock:
         if cls in _combined:
             return _combined[cls]
-        combined: type | None
+        combined: type[BaseException] | None
         try:
             combined = type(cls.__name__, (cls, RemoteError), {
                 "__module__": cls.__module__,
@@ -69,13 +69,13 @@ def rebuild_error(info: ErrorInfo, *, pool: str | None = None,
         cls = type(original)
         combined = _combine(cls) if isinstance(original, Exception) else None
         if combined is not None:
-            exc = combined.__new__(combined)
+            exc = BaseException.__new__(combined)
             exc.args = original.args
             exc.__dict__.update(getattr(original, "__dict__", {}))
             exc.__dict__.update(message=str(original), ename=info.ename, evalue=info.evalue,
                                 remote_traceback=list(info.traceback), pool=pool,
                                 runner=runner, pod=None)
-            return exc  # type: ignore[no-any-return]
+            return exc
         try:
             original.remote_traceback = list(info.traceback)  # type: ignore[attr-defined]
             original._render_traceback_ = _render(  # type: ignore[attr-defined]
