@@ -72,6 +72,18 @@ class Conn:
         except OSError as exc:
             raise ChannelClosedError(f"connection lost: {exc}") from exc
 
+    def send_blocking(self, data: memoryview) -> None:
+        """Write all of ``data`` from a thread that may block (waits for writability)."""
+        import select
+
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLOUT)
+        while len(data):
+            sent = self.try_send(data)  # type: ignore[arg-type]
+            data = data[sent:]
+            if len(data):
+                poller.poll(1000)
+
     def try_sendv(self, parts: list[bytes | memoryview]) -> list[memoryview]:
         """Send what the kernel takes now, with gathered writes (``sendmsg``: no copies, no
         joins); return what is left, in order."""

@@ -89,6 +89,8 @@ class Runner:
         self._leaving = False  # a clean exit is closing the channel: EOF is expected
         self._space = threading.Condition()
         self._queued_text = 0
+        self._posted = 0  # messages handed to the sender (under _space)
+        self._sent = 0  # ... and those it has finished with (under _space)
 
     # --- life ----------------------------------------------------------------------------
     def run(self) -> int:
@@ -222,15 +224,33 @@ class Runner:
         Text waits while more than :data:`_MAX_QUEUED_TEXT` characters are queued, so a cell
         printing faster than the network carries it is slowed down instead of filling memory.
         """
-        if isinstance(msg, Stream) and threading.get_ident() != self._io.ident:
-            with self._space:
+        with self._space:
+            if isinstance(msg, Stream) and threading.get_ident() != self._io.ident:
                 while self._queued_text > _MAX_QUEUED_TEXT and not self._exiting:
                     self._space.wait(0.5)
                 self._queued_text += len(msg.text)
+            self._posted += 1
         self._loop.call_soon_threadsafe(self._outbox.put_nowait, (msg, None))
 
+    def _enqueue(self, msg: object) -> None:
+        """Queue ``msg`` from the I/O thread itself."""
+        with self._space:
+            self._posted += 1
+        self._outbox.put_nowait((msg, None))
+
     def _post_wait(self, msg: object, timeout: float | None = None) -> None:
+        """Send ``msg`` after everything posted before it; return once it is on the wire.
+
+        When nothing posted earlier is still queued, the calling thread writes a small message
+        itself (no hop through the I/O thread: the common case of a task's ``Done``).
+        """
+        with self._space:
+            idle = self._posted == self._sent
+        if idle and self._channel is not None and self._channel.send_now(msg):
+            return
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        with self._space:
+            self._posted += 1
         self._loop.call_soon_threadsafe(self._outbox.put_nowait, (msg, fut))
         fut.result(timeout)
 
@@ -256,8 +276,8 @@ class Runner:
                 continue
             try:
                 await self._channel.send(msg)
-                if isinstance(msg, Stream):
-                    with self._space:
+                with self._space:
+                    if isinstance(msg, Stream):
                         self._queued_text -= len(msg.text)
                         self._space.notify_all()
             except (ChannelClosedError, OSError) as exc:
@@ -272,6 +292,9 @@ class Runner:
             else:
                 if fut is not None:
                     fut.set_result(None)
+            finally:
+                with self._space:
+                    self._sent += 1
 
     async def _receiver(self) -> None:
         from .channel import ChannelClosedError
@@ -299,7 +322,7 @@ class Runner:
         if isinstance(msg, (Execute, Call)):
             self._submit(msg)
         elif isinstance(msg, Ping):
-            self._outbox.put_nowait((Pong(msg.sent), None))
+            self._enqueue(Pong(msg.sent))
         elif isinstance(msg, Interrupt):
             self._interrupt(msg.task)
         elif isinstance(msg, Configure):
@@ -353,7 +376,7 @@ class Runner:
                 self._last_activity = now
             elif now - self._last_activity >= cfg.idle_shutdown_after:
                 self._idle_pending = True
-                self._outbox.put_nowait((IdleRequest(now - self._last_activity), None))
+                self._enqueue(IdleRequest(now - self._last_activity))
 
     async def _shutdown(self, reason: str) -> None:
         if self._stopping:

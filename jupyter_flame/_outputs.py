@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import codecs
 import io
-import itertools
 import os
+import select
 import sys
 import threading
 import time
@@ -294,9 +294,11 @@ def install_streams(router: OutputRouter, *, capture_fds: bool = True) -> None:
 class _FdPump:
     """Reads a captured descriptor's pipe and writes what arrives through the router.
 
-    :meth:`sync` writes a marker into the pipe and waits until the reader passes it, so that
-    everything written to the descriptor before the sync has been routed (used when a task
-    ends: output its child processes wrote a moment before still belongs to it).
+    Every read of the pipe happens under one lock, by the pump thread (when the pipe becomes
+    readable) or by :meth:`sync`. So a task that ends calls :meth:`sync`, which takes the lock
+    (everything the pump read before has been routed by then) and drains what is still in the
+    pipe itself: output its child processes wrote a moment before still belongs to it, and no
+    thread has to be woken for that in the common case of an empty pipe.
     """
 
     def __init__(self, router: OutputRouter, fd: int, name: str, read_end: int) -> None:
@@ -304,52 +306,44 @@ class _FdPump:
         self._fd = fd
         self._name = name
         self._read_end = read_end
-        self._seen: set[int] = set()
-        self._cond = threading.Condition()
-        self._ids = itertools.count()
+        os.set_blocking(read_end, False)
+        self._lock = threading.Lock()
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._eof = False
         threading.Thread(target=self._pump, name=f"flame-fd{fd}", daemon=True).start()
 
     def sync(self, timeout: float = 0.5) -> None:
-        token = next(self._ids)
-        try:
-            os.write(self._fd, _MARK + str(token).encode() + b"\0")
-        except OSError:
-            return
-        with self._cond:
-            self._cond.wait_for(lambda: token in self._seen, timeout)
-            self._seen.discard(token)
+        if self._lock.acquire(timeout=timeout):
+            try:
+                self._drain()
+            finally:
+                self._lock.release()
 
-    def _pump(self) -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        carry = b""
-        while True:
+    def _drain(self) -> None:
+        """Route everything the pipe holds now (caller holds the lock)."""
+        while not self._eof:
             try:
                 data = os.read(self._read_end, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
+                self._eof = True
                 return
             if not data:
+                self._eof = True
                 return
-            data = carry + data
-            carry = b""
-            tokens = []
-            while (start := data.find(_MARK)) >= 0:
-                end = data.find(b"\0", start + len(_MARK))
-                if end < 0:
-                    break
-                tokens.append(int(data[start + len(_MARK) : end]))
-                self._router.write(self._name, decoder.decode(data[:start]))
-                data = data[end + 1 :]
-            cut = data.find(b"\0")
-            if cut >= 0 and _MARK.startswith(data[cut : cut + len(_MARK)]):
-                data, carry = data[:cut], data[cut:]  # maybe a marker split across reads
-            self._router.write(self._name, decoder.decode(data))
-            if tokens:
-                with self._cond:
-                    self._seen.update(tokens)
-                    self._cond.notify_all()
+            self._router.write(self._name, self._decoder.decode(data))
 
-
-_MARK = b"\0jupyter-flame-sync:"
+    def _pump(self) -> None:
+        poller = select.poll()
+        poller.register(self._read_end, select.POLLIN | select.POLLHUP | select.POLLERR)
+        while not self._eof:
+            try:
+                poller.poll()
+            except InterruptedError:
+                continue
+            with self._lock:
+                self._drain()
 
 
 def _capture_fd(router: OutputRouter, fd: int, name: str) -> io.TextIOWrapper:

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import pickle
 import socket
+import threading
 from collections import deque
 from typing import Any
 
@@ -89,6 +90,10 @@ class Channel:
         self._opener = FrameOpener(rx, max_frame)
         self._send_lock = asyncio.Lock()
         self._recv_lock = asyncio.Lock()
+        # Guards the sealer and the socket's write side against send_now() from other threads;
+        # ``_wire_busy`` is set while a frame handed to a write task is still going out.
+        self._wire = threading.Lock()
+        self._wire_busy = False
         self.bytes_sent = 0
         self.bytes_received = 0
         self.frames_sent = 0
@@ -121,6 +126,7 @@ class Channel:
         lengths = [v.nbytes for v in views]
         await self._send_lock.acquire()
         handed_off = False
+        self._wire.acquire()
         try:
             if self.closed:
                 raise ChannelClosedError(f"channel to {self.peer_id!r} is closed")
@@ -152,6 +158,7 @@ class Channel:
                     if not left:
                         return total
                     parts = list(left)
+            self._wire_busy = True
             task = asyncio.get_running_loop().create_task(self._write(parts, poly))
             task.add_done_callback(_consume_result)
             handed_off = True
@@ -160,10 +167,44 @@ class Channel:
                 self.close()  # the sequence number was spent, or the socket failed
             raise
         finally:
+            self._wire.release()
             if not handed_off:
                 self._send_lock.release()
         await asyncio.shield(task)
         return total
+
+    def send_now(self, msg: object) -> bool:
+        """Send a small message at once from any thread, if the channel is idle.
+
+        For a message without out-of-band buffers whose pickle fits a small frame, when no
+        other frame is going out: the frame is written by the calling thread (sparing a hop to
+        the event loop's thread) and ``True`` is returned. Otherwise nothing is sent and
+        ``False`` is returned: use :meth:`send`. Frames never interleave with :meth:`send`'s.
+        """
+        if self.closed:
+            return False
+        pbufs: list[pickle.PickleBuffer] = []
+        payload = pickle.dumps(msg, protocol=5, buffer_callback=pbufs.append)
+        if pbufs or len(payload) > SMALL:
+            return False
+        if not self._wire.acquire(blocking=False):
+            return False
+        try:
+            if self._wire_busy or self.closed:
+                return False
+            data = self._sealer.small(payload)
+            self.bytes_sent += len(data)
+            self.frames_sent += 1
+            try:
+                sent = self._conn.try_send(data)
+                if sent < len(data):  # rare for a small frame: finish it here, blocking
+                    self._conn.send_blocking(memoryview(data)[sent:])
+            except BaseException:
+                self.close()  # the sequence number was spent
+                raise
+            return True
+        finally:
+            self._wire.release()
 
     async def _write(self, parts: list[bytes | memoryview], poly: Poly1305 | None) -> None:
         """Write ``parts``; with ``poly``, MAC each chunk just before it goes out (so the MAC
@@ -191,6 +232,8 @@ class Channel:
             self.close()
             raise
         finally:
+            with self._wire:
+                self._wire_busy = False
             self._send_lock.release()
 
     # --- receiving -----------------------------------------------------------------------
