@@ -76,9 +76,14 @@ def prepare(shell: Any, source: str, pool: Pool, *, skip: tuple[str, ...] = (),
     ship = names_to_ship(names, shell.user_ns, skip=skip)
     packed = pack_namespace(shell.user_ns, ship)
     if warn_bytes is not None:
-        for name, p in packed.items():
-            if p.nbytes >= warn_bytes:
-                warn_size(name, p.nbytes, warn_bytes)
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:  # the user's filters still apply
+            for name, p in packed.items():
+                if p.nbytes >= warn_bytes:
+                    warn_size(name, p.nbytes, warn_bytes, type_name=p.type_name)
+        for w in caught:  # shown as one clean line, not as a line of our source
+            print(f"{w.category.__name__}: {w.message}", file=sys.stderr)
     count = getattr(shell, "execution_count", 0)
     return CellRequest(source=source, pool=pool, packed=packed,
                        filename=f"<flame-cell-{count}>", timeout=timeout)

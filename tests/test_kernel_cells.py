@@ -265,6 +265,35 @@ def test_incremental_shipping(kernel: Kernel) -> None:
     assert "last cell shipped: arr" in status.stdout
 
 
+def test_large_variable_warns_before_sending(kernel: Kernel) -> None:
+    assert kernel.run("import jupyter_flame.magic as fm\nfm.WARN_BYTES = 1_000_000\n"
+                      "warn_me = np.zeros(2_000_000, dtype=np.uint8)").status == "ok"
+    res = kernel.run("%%flame\nn = warn_me.size\n")
+    assert res.status == "ok", res.traceback_text()
+    assert "Sending 'warn_me' (numpy.ndarray, 1.9 MiB) to the runner" in res.stderr
+    assert kernel.run("fm.WARN_BYTES = 1 << 30").status == "ok"
+
+
+def test_kubernetes_outside_a_pod_says_what_to_add(kernel: Kernel) -> None:
+    res = kernel.run("%%flame --backend kubernetes\n1\n")
+    assert res.status == "error"
+    text = res.traceback_text()
+    assert "POD_NAME" in text and "fieldRef" in text and "metadata.name" in text
+
+
+def test_jupyter_flame_list_shows_local_runners(kernel: Kernel) -> None:
+    import json
+    import subprocess
+
+    res = kernel.run("%%flame\nimport os\nos.getpid()\n")
+    runner = int(res.result or 0)
+    out = subprocess.run(["jupyter", "flame", "list", "--local-only", "--json"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout)
+    assert any(row["pid"] == runner and row["pool"] == "default" for row in rows)
+
+
 def test_status_pool_and_shutdown_commands(kernel: Kernel) -> None:
     res = kernel.run("%flame pool crew --max 2 --max-concurrency 2 --idle-shutdown-after 60")
     assert res.status == "ok", res.traceback_text()

@@ -106,6 +106,14 @@ def test_cell_runs_in_a_runner_pod_cloned_from_the_notebook(sim: Sim, kernel: Ke
     assert runner.resources.requests and runner.resources.limits
 
 
+def test_backend_local_opts_out_inside_a_pod(sim: Sim, kernel: Kernel) -> None:
+    res = kernel.run("%%flame --backend local\nimport os\nos.environ.get('JUPYTER_FLAME_RUNNER_ID')\n")
+    assert res.status == "ok", res.traceback_text()
+    runner_id = (res.result or "").strip("'")
+    assert runner_id and sim.runner_pods(f"jupyter-flame/runner={runner_id}") == []
+    assert kernel.value("get_pool('local:default').backend.name") == "local"
+
+
 def test_gpu_cell_gets_a_gpu_node_and_its_devices(sim: Sim, kernel: Kernel) -> None:
     res = kernel.run("%%flame --gpu 1\nimport os\n"
                      "(os.environ.get('CUDA_VISIBLE_DEVICES'), os.environ['JUPYTER_FLAME_RUNNER_ID'])")

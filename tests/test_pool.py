@@ -149,8 +149,30 @@ def test_killed_runner_is_reported_and_replaced() -> None:
             pool.call(die)
         assert time.monotonic() - t0 < 2.0
         assert info.value.exit_code == -9
+        # the pool refills to min=1 on its own, before any new demand
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            live = [r for r in pool.status()["runners"] if r["phase"] == "idle"]
+            if live:
+                break
+            time.sleep(0.05)
+        assert live and live[0]["pid"] not in (first, None)
         second = pool.call(pid)
         assert second != first
+
+
+def test_channel_key_is_fresh_per_pool_and_never_in_argv() -> None:
+    from pathlib import Path
+
+    with Pool(max=1) as a, Pool(max=1) as b:
+        runner = a.call(pid)
+        b.call(pid)
+        key_a, key_b = a._core.key, b._core.key
+        assert len(key_a) == 32 and key_a != key_b
+        cmdline = Path(f"/proc/{runner}/cmdline").read_bytes()
+        assert key_a.hex().encode() not in cmdline and key_a not in cmdline
+        # the runner dropped it from its environment before running any user code
+        assert a.call(os.environ.get, "JUPYTER_FLAME_KEY") is None
 
 
 @pytest.mark.parametrize(

@@ -35,7 +35,7 @@ from typing import Any
 
 from kubernetes import client
 
-from ..errors import BackendError, BootError, FlameError
+from ..errors import BackendError, BootError, ConfigError, FlameError
 from ._kube_api import call, load_api_client, missing_pod_env
 from ._kube_cleanup import RunnerPod, cleanup_runner_pods, list_runner_pods, secret_name
 from ._kube_runner import PodRunners, Runner
@@ -149,7 +149,14 @@ class KubernetesBackend(PodRunners):
             if self._parent is not None:
                 return self._parent
             if self._api is None:
-                self._api, config_namespace = load_api_client(self.kubeconfig, self.context)
+                try:
+                    self._api, config_namespace = load_api_client(self.kubeconfig, self.context)
+                except ConfigError as exc:
+                    if self.pod_name:
+                        raise
+                    # Neither a cluster nor a pod: say both, with the YAML to add.
+                    pod_error = missing_pod_env("its own pod's name (POD_NAME)")
+                    raise ConfigError(f"{exc}\n\nAlso: {pod_error}") from exc
                 self.namespace = self.namespace or config_namespace
             self._core = client.CoreV1Api(self._api)
             if not self.pod_name:
