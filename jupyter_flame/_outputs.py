@@ -108,6 +108,7 @@ class OutputRouter:
             return
         with self._lock:
             chunks = self._pending.setdefault(task, [])
+            first = not chunks
             if chunks and chunks[-1][0] == name:
                 chunks[-1][1] += text
             else:
@@ -115,8 +116,8 @@ class OutputRouter:
             if sum(len(c[1]) for c in chunks) >= _EAGER_BYTES:
                 self._flush_locked(task)
                 return
-        if "\n" in text:
-            self._wake.set()
+        if first or "\n" in text:
+            self._wake.set()  # the flusher sleeps while nothing is pending
 
     def flush(self, task: int | None = None) -> None:
         """Send pending text now: of ``task``, or of the current target task."""
@@ -142,7 +143,11 @@ class OutputRouter:
     def _flusher(self) -> None:
         last = 0.0
         while not self._stopped:
-            self._wake.wait(FLUSH_INTERVAL)
+            with self._lock:
+                pending = any(self._pending.values())
+            # Sleep until text arrives (no periodic wake-ups on an idle runner); with partial
+            # lines pending, flush them within FLUSH_INTERVAL.
+            self._wake.wait(FLUSH_INTERVAL if pending else None)
             gap = time.monotonic() - last
             if gap < _MIN_GAP:
                 time.sleep(_MIN_GAP - gap)
