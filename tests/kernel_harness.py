@@ -83,45 +83,22 @@ class Kernel:
         return int(self.km.provisioner.process.pid)  # type: ignore[union-attr]
 
     def run(self, code: str, timeout: float = 120, stop_on_error: bool = False) -> CellResult:
-        msg_id = self.kc.execute(code, stop_on_error=stop_on_error)
-        result = CellResult(status="?", started=time.monotonic())
-        deadline = time.monotonic() + timeout
-        idle = False
-        while not idle:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"cell did not finish in {timeout} s: {code[:80]!r}; "
-                                   f"so far: {result.outputs}")
-            try:
-                msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            kind = msg["msg_type"]
-            if kind == "status" and msg["content"]["execution_state"] == "idle":
-                idle = True
-            elif kind in ("stream", "display_data", "update_display_data", "execute_result",
-                          "error", "clear_output"):
-                result.outputs.append(Output(kind, msg["content"], time.monotonic()))
-        reply = self.kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
-        result.status = reply["content"]["status"]
-        result.payload = list(reply["content"].get("payload", []))
-        result.finished = time.monotonic()
-        return result
+        """Execute a cell and collect everything it outputs until the kernel is idle."""
+        return self.collect(str(self.kc.execute(code, stop_on_error=stop_on_error)), timeout)
 
     def start(self, code: str) -> str:
-        """Send a cell and return at once (its msg id)."""
+        """Send a cell and return at once (its msg id); :meth:`collect` gathers its outputs."""
         return str(self.kc.execute(code))
 
     def collect(self, msg_id: str, timeout: float = 60) -> CellResult:
-        """Collect the outputs of a cell started with :meth:`start`."""
+        """Collect the outputs and reply of the cell sent as ``msg_id``."""
         result = CellResult(status="?", started=time.monotonic())
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(f"no idle for {msg_id}: {result.outputs}")
+                raise TimeoutError(f"cell {msg_id} did not finish in {timeout} s; so far: "
+                                   f"{result.outputs}")
             try:
                 msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
             except queue.Empty:
@@ -139,6 +116,7 @@ class Kernel:
             if reply["parent_header"].get("msg_id") == msg_id:
                 break
         result.status = reply["content"]["status"]
+        result.payload = list(reply["content"].get("payload", []))
         result.finished = time.monotonic()
         return result
 

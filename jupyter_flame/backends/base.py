@@ -221,6 +221,16 @@ class Backend(ABC):
             except Exception:  # a broken widget must never break a runner
                 pass
 
+    def check_boot(self, request: BootRequest, *, closed: bool, known: Any) -> None:
+        """Refuse a boot on a closed backend or for a runner id it already has."""
+        kind = type(self).__name__
+        if closed:
+            raise BootError(f"This {kind} is closed; create a new one (or a new Pool).",
+                            reason="closed", pool=request.pool, runner=request.runner_id)
+        if request.runner_id in known:
+            raise BootError(f"Runner {request.runner_id!r} already exists in this backend.",
+                            reason="duplicate", pool=request.pool, runner=request.runner_id)
+
     @abstractmethod
     async def boot(self, request: BootRequest) -> RunnerHandle: ...
 

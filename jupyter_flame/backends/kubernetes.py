@@ -253,12 +253,7 @@ class KubernetesBackend(PodRunners):
 
     # -- boot --------------------------------------------------------------------------------
     async def boot(self, request: BootRequest) -> RunnerHandle:
-        if self._closed:
-            raise BootError("This KubernetesBackend is closed; create a new one (or a new Pool).",
-                            reason="closed", pool=request.pool, runner=request.runner_id)
-        if request.runner_id in self._runners:
-            raise BootError(f"Runner {request.runner_id!r} already exists in this backend.",
-                            reason="duplicate", pool=request.pool, runner=request.runner_id)
+        self.check_boot(request, closed=self._closed, known=self._runners)
         handle = RunnerHandle(request.runner_id, request.pool, {"backend": self.name})
         self.emit(handle, "requested")
         try:

@@ -313,12 +313,7 @@ class LocalBackend(Backend):
         return self._log_dir
 
     async def boot(self, request: BootRequest) -> RunnerHandle:
-        if self._closed:
-            raise BootError("This LocalBackend is closed; create a new one (or a new Pool).",
-                            reason="closed", pool=request.pool, runner=request.runner_id)
-        if request.runner_id in self._runners:
-            raise BootError(f"Runner {request.runner_id!r} already exists in this backend.",
-                            reason="duplicate", pool=request.pool, runner=request.runner_id)
+        self.check_boot(request, closed=self._closed, known=self._runners)
         handle = RunnerHandle(request.runner_id, request.pool, {"node": self._node, "gpus": []})
         self.emit(handle, "requested")
         gpus: list[str] = []
