@@ -77,20 +77,14 @@ def __dir__() -> list[str]:
     return sorted([*__all__, "__version__", "load_ipython_extension"])
 
 
-_loaded = False
-
-
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext jupyter_flame``: register ``%%flame`` / ``%flame``."""
-    global _loaded
+    """``%load_ext jupyter_flame``: register ``%%flame`` / ``%flame``.
+
+    Pools shut down when the kernel exits (the first pool registers that hook).
+    """
     from .magic import FlameMagics
 
     ipython.register_magics(FlameMagics)
-    if not _loaded:
-        import atexit
-
-        atexit.register(_shutdown_at_exit)
-        _loaded = True
 
 
 def _shutdown_at_exit() -> None:

@@ -56,6 +56,28 @@ __all__ = ["Pool", "all_pools", "default_backend", "get_pool", "kernel_id", "shu
 _registry: dict[str, Pool] = {}
 _registry_lock = threading.Lock()
 _names = itertools.count(1)
+_atexit_registered = False
+
+
+def _register_exit_hook() -> None:
+    """Shut every pool down when the interpreter exits (kernel shutdown, end of a script).
+
+    It must run before ``concurrent.futures`` refuses new work at exit (the Kubernetes backend
+    calls the API from worker threads), so it is registered with ``threading``'s exit hooks,
+    which run in reverse order of registration, after the one ``concurrent.futures.thread``
+    registered when it was imported; plain ``atexit`` runs too late.
+    """
+    import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered first)
+
+    register = getattr(threading, "_register_atexit", None)
+    try:
+        if register is None:
+            raise AttributeError
+        register(shutdown_all)
+    except (AttributeError, RuntimeError):
+        import atexit
+
+        atexit.register(shutdown_all)
 
 
 def kernel_id() -> str:
@@ -174,6 +196,10 @@ class Pool(concurrent.futures.Executor):
             self.spec = spec or RunnerSpec()
             self._core = PoolCore(name, self.backend, self.spec, options, kernel_id())
             _registry[name] = self
+            global _atexit_registered
+            if not _atexit_registered:  # scripts too: no runner (or pod) outlives the process
+                _register_exit_hook()
+                _atexit_registered = True
 
     # -- properties --------------------------------------------------------------------------
     @property

@@ -199,6 +199,18 @@ def test_role_without_create_pods_gives_a_clear_403(sim: Sim, tmp_path: Path) ->
         k.shutdown()
 
 
+def test_kernel_exit_deletes_its_runner_pods(sim: Sim, tmp_path: Path) -> None:
+    k = Kernel(cwd=tmp_path, env=sim.env)
+    res = k.run("%%flame\nimport os\nos.environ['JUPYTER_FLAME_RUNNER_ID']\n")
+    assert res.status == "ok", res.traceback_text()
+    runner_id = (res.result or "").strip("'")
+    assert sim.runner_pods(f"jupyter-flame/runner={runner_id}")
+    k.shutdown()  # a normal kernel shutdown (restart, close the notebook)
+    assert sim.runner_pods(f"jupyter-flame/runner={runner_id}") == []
+    secrets = sim.admin.list_namespaced_secret("default", label_selector=MANAGED).items
+    assert [s.metadata.name for s in secrets] == []
+
+
 def test_killed_kernel_leaves_no_runner(sim: Sim, tmp_path: Path) -> None:
     k = Kernel(cwd=tmp_path, env=sim.env)
     res = k.run("%%flame\nimport os\n(os.getpid(), os.environ['JUPYTER_FLAME_RUNNER_ID'])\n")
