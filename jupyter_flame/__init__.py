@@ -87,7 +87,7 @@ def load_ipython_extension(ipython: Any) -> None:
     ipython.register_magics(FlameMagics)
 
 
-def _shutdown_at_exit() -> None:
+def _shutdown_pools() -> None:
     import sys
 
     pool = sys.modules.get(f"{__name__}.pool")
@@ -96,4 +96,4 @@ def _shutdown_at_exit() -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    _shutdown_at_exit()
+    _shutdown_pools()

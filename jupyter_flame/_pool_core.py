@@ -84,8 +84,6 @@ class PoolCore:
         self._start_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._unsubscribe: Callable[[], None] | None = None
-        self.event_listeners: list[Callable[[LifecycleEvent], None]] = []
-        self.history: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
 
     # -- start -------------------------------------------------------------------------------
     async def ensure_started(self) -> None:
@@ -115,11 +113,6 @@ class PoolCore:
         if slot is None or event.pool != self.name:
             return
         slot.last_event = event
-        for listener in list(self.event_listeners):
-            try:
-                listener(event)
-            except Exception:
-                log.exception("event listener failed")
 
     # -- checkout / checkin ------------------------------------------------------------------
     def _loads(self) -> list[scaling.RunnerLoad]:
@@ -173,7 +166,7 @@ class PoolCore:
         self.backend.emit(link.handle, "busy")
         return link
 
-    def checkin(self, link: RunnerLink, *, lost: bool = False) -> None:
+    def checkin(self, link: RunnerLink) -> None:
         link.load = max(0, link.load - 1)
         self.tasks_done += 1
         slot = self.slots.get(link.id)
@@ -393,8 +386,6 @@ class PoolCore:
         slot.state = "gone"
         if not expected:
             self.last_error = err
-            self.history.append({"runner": link.id, "event": "lost", "message": str(err),
-                                 "time": time.time()})
         if slot.handle is not None:
             asyncio.ensure_future(self._reap(slot))
         self.dispatch()
@@ -441,9 +432,7 @@ class PoolCore:
     # -- resize / shutdown -------------------------------------------------------------------
     async def resize(self, **changes: Any) -> None:
         reconfigure = False
-        for key, value in changes.items():
-            if value is None and key not in ("idle_shutdown_after", "timeout"):
-                continue
+        for key, value in changes.items():  # Pool.resize passes only the options it changes
             if getattr(self.options, key) != value:
                 setattr(self.options, key, value)
                 reconfigure = reconfigure or key in (

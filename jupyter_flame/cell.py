@@ -26,11 +26,11 @@ from typing import Any
 from . import _loop
 from .errors import FlameError
 from .link import Output, RunnerLink
-from .pool import Pool, _call_result  # noqa: F401  (re-exported helper)
+from .pool import Pool
 from .protocol import ClearOutput, Display, Done, Execute, Packed, Stream
 from .remote import raise_remote, rebuild_error
 
-__all__ = ["CellRequest", "FlameJob", "prepare", "run_background", "run_foreground"]
+__all__ = ["CellRequest", "merge", "prepare", "run_foreground"]
 
 _DONE = object()
 
@@ -47,6 +47,8 @@ class CellRequest:
     transfer: dict[str, dict[str, int]] = field(default_factory=dict)
     task: int | None = None
     link: RunnerLink | None = None
+    #: names a background cell bound that the notebook rebound meanwhile, with the runner's values
+    conflicts: dict[str, Any] = field(default_factory=dict)
 
     def make_message(self, link: RunnerLink, task: int) -> Execute:
         cached = {n: p.digest for n, p in self.packed.items()
@@ -56,7 +58,7 @@ class CellRequest:
             "shipped": {n: p.nbytes for n, p in variables.items()},
             "cached": {n: self.packed[n].nbytes for n in cached},
         }
-        self.pool.last_transfer = dict(self.transfer)  # type: ignore[attr-defined]
+        self.pool.last_transfer = dict(self.transfer)
         return Execute(task=task, source=self.source, variables=variables, cached=cached,
                        filename=self.filename)
 
@@ -189,7 +191,7 @@ def merge(shell: Any, req: CellRequest, link: RunnerLink, done: Done,
             pool=link.pool, runner=link.id) from exc
     returned = {n: p.nbytes for n, p in done.names.items()}
     req.transfer["returned"] = returned
-    req.pool.last_transfer = dict(req.transfer)  # type: ignore[attr-defined]
+    req.pool.last_transfer = dict(req.transfer)
     conflicts: dict[str, Any] = {}
     ns = shell.user_ns
     if protect is not None:
@@ -206,8 +208,6 @@ def merge(shell: Any, req: CellRequest, link: RunnerLink, done: Done,
             ns.pop(name, None)
     if conflicts:
         req.transfer["conflicts"] = {n: returned[n] for n in conflicts}
-        req.conflicts = conflicts  # type: ignore[attr-defined]
+        req.conflicts = conflicts
     return value
 
-
-from .job import FlameJob, run_background  # noqa: E402  (job builds on merge())

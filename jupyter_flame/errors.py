@@ -144,9 +144,13 @@ class RemoteError(FlameError):
 
     def _render_traceback_(self) -> list[str]:
         """IPython hook: show the runner's traceback instead of the local one."""
-        where = f" on runner {self.runner}" if self.runner else ""
-        head = f"Remote {self.ename}{where}:"
-        return [head, *self.remote_traceback]
+        return remote_traceback_lines(self.ename, self.runner, self.remote_traceback)
+
+
+def remote_traceback_lines(ename: str, runner: str | None, lines: list[str]) -> list[str]:
+    """What IPython shows for a remote exception: a header, then the runner's traceback."""
+    where = f" on runner {runner}" if runner else ""
+    return [f"Remote {ename}{where}:", *lines]
 
 
 class SerializationError(FlameError):

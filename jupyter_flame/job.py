@@ -62,17 +62,11 @@ class _OutputArea:
             else:
                 sys.stdout.write(str(entry.get("data", {}).get("text/plain", "")) + "\n")
             return
-        with self._lock:
-            last = self._pending[-1] if self._pending else None
-            if (last is not None and entry["output_type"] == "stream"
-                    and last["output_type"] == "stream" and last["name"] == entry["name"]):
-                last["text"] += entry["text"]
-            else:
-                self._pending.append(dict(entry))
+        with self._lock:  # flush() joins consecutive stream text
+            self._pending.append(dict(entry))
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                _loop.get_loop().call_soon_threadsafe(
-                    lambda: _loop.get_loop().call_later(0.1, self.flush))
+                _loop.call_soon(_loop.get_loop().call_later, 0.1, self.flush)
 
     def clear(self) -> None:
         with self._lock:
@@ -201,7 +195,7 @@ def run_background(shell: Any, req: Any) -> FlameJob:
             link, done = f.result()
             value = merge(shell, req, link, done, protect=protect)
             job.names = sorted(done.names)
-            job.conflicts = dict(getattr(req, "conflicts", {}))
+            job.conflicts = dict(req.conflicts)
             if job.conflicts:
                 names = ", ".join(repr(n) for n in sorted(job.conflicts))
                 area.add({"output_type": "stream", "name": "stderr", "text":

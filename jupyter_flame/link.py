@@ -87,11 +87,8 @@ class RunnerLink:
         self.on_lost = on_lost
         self.config: Configure | None = None
         self.load = 0
-        self.retiring = False
-        self.connected_at = time.time()
         self.last_used = time.monotonic()
         self.last_rtt: float | None = None
-        self.last_frame = time.monotonic()
         self.cache: dict[str, str] = {}
         self.tasks_done = 0
         self._ids = itertools.count(1)
@@ -103,8 +100,7 @@ class RunnerLink:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, config: Configure) -> None:
         """Send the configuration and start reading, heartbeats and the exit watch."""
-        self.config = config
-        await self.channel.send(config)
+        await self.configure(config)
         self._tasks = [
             asyncio.ensure_future(self._read()),
             asyncio.ensure_future(self._heartbeat()),
@@ -163,7 +159,6 @@ class RunnerLink:
         try:
             while True:
                 msg = await self.channel.recv()
-                self.last_frame = time.monotonic()
                 if isinstance(msg, (Stream, Display, ClearOutput)):
                     entry = self._pending.get(msg.task)
                     if entry is not None and entry[1] is not None:
@@ -184,16 +179,12 @@ class RunnerLink:
                     ok = False
                     if self.on_idle_request is not None and not self._pending:
                         ok = self.on_idle_request(self, msg.idle_for)
-                    if ok:
-                        self.retiring = True
                     await self.channel.send(IdleReply(ok))
                 else:
                     log.warning("runner %s sent an unexpected %r", self.id, type(msg).__name__)
         except asyncio.CancelledError:
             raise
-        except ChannelAuthError as exc:
-            await self._lose(exc)
-        except Exception as exc:
+        except Exception as exc:  # ChannelAuthError included: _lose says so
             await self._lose(exc)
 
     async def _heartbeat(self) -> None:

@@ -48,7 +48,8 @@ class FlameMagics(Magics):
 
     # -- cells -------------------------------------------------------------------------------
     def _cell(self, line: str, cell: str) -> Any:
-        from .cell import prepare, run_background, run_foreground
+        from .cell import prepare, run_foreground
+        from .job import run_background
 
         opts = parse_cell_line(line)
         pool = self._resolve_pool(opts.pool, opts.backend, opts.spec, opts.shaped)

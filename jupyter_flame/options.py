@@ -6,6 +6,7 @@ Every error names the option, the value and the fix.
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ def _add_runner_options(p: argparse.ArgumentParser) -> None:
                    help="Existing PersistentVolumeClaim to mount at PATH (repeatable).")
 
 
+@functools.cache
 def cell_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="%%flame", add_help=False,
                 description="Run this cell on a runner; its variables travel both ways.")
@@ -65,6 +67,7 @@ def cell_parser() -> argparse.ArgumentParser:
     return p
 
 
+@functools.cache
 def pool_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="%flame pool", add_help=False,
                 description="Define a pool, or resize an existing one.")
@@ -165,7 +168,8 @@ def _tolerations(values: list[str]) -> tuple[tuple[str, str | None, str], ...]:
 
 
 def _spec(ns: argparse.Namespace) -> tuple[RunnerSpec, bool]:
-    for key, _ in _pairs("--node-selector", ns.node_selector, "=", "KEY=VALUE"):
+    node_selector = _pairs("--node-selector", ns.node_selector, "=", "KEY=VALUE")
+    for key, _ in node_selector:
         if not _LABEL_KEY.match(key):
             raise ConfigError(f"--node-selector key {key!r} is not a valid label key.")
     env = _pairs("--env", ns.env, "=", "KEY=VALUE")
@@ -183,7 +187,7 @@ def _spec(ns: argparse.Namespace) -> tuple[RunnerSpec, bool]:
         cpu=_quantity("--cpu", ns.cpu),
         memory=_quantity("--memory", ns.memory),
         image=ns.image,
-        node_selector=_pairs("--node-selector", ns.node_selector, "=", "KEY=VALUE"),
+        node_selector=node_selector,
         tolerations=_tolerations(ns.toleration),
         env=env,
         volumes=volumes,

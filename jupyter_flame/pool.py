@@ -194,6 +194,9 @@ class Pool(concurrent.futures.Executor):
             self._owns_backend = not isinstance(backend, Backend)
             self.backend = make_backend(backend)
             self.spec = spec or RunnerSpec()
+            #: what the last cell shipped, served from the runner's cache and got back
+            #: (names -> bytes), shown by ``%flame status``
+            self.last_transfer: dict[str, dict[str, int]] | None = None
             self._core = PoolCore(name, self.backend, self.spec, options, kernel_id())
             _registry[name] = self
             global _atexit_registered
@@ -285,7 +288,11 @@ class Pool(concurrent.futures.Executor):
             raise
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop every runner of the pool and release its resources. Idempotent."""
+        """Stop every runner of the pool and release its resources. Idempotent.
+
+        Work still queued or running fails with ``FlameError`` whatever ``cancel_futures``
+        says (the runners it would need are gone).
+        """
         fut = _loop.submit(self._shutdown())
         if wait:
             fut.result(60)

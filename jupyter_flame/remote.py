@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any, NoReturn
 
-from .errors import RemoteError
+from .errors import RemoteError, remote_traceback_lines
 from .protocol import ErrorInfo
 
 __all__ = ["raise_remote", "rebuild_error"]
@@ -43,11 +43,7 @@ def _combine(cls: type[BaseException]) -> type[BaseException] | None:
 
 
 def _render(lines: list[str], ename: str, runner: str | None) -> Any:
-    def render() -> list[str]:
-        where = f" on runner {runner}" if runner else ""
-        return [f"Remote {ename}{where}:", *lines]
-
-    return render
+    return lambda: remote_traceback_lines(ename, runner, lines)
 
 
 def rebuild_error(info: ErrorInfo, *, pool: str | None = None,

@@ -13,6 +13,7 @@ FLAME's rules:
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,17 +70,9 @@ def runners_to_boot(
     keep_min = min - total
     uncovered = waiters - free_slots - booting * max_concurrency
     demand = -(-uncovered // max_concurrency) if uncovered > 0 else 0
-    return max_(0, min_(room, max_(keep_min, demand)))
+    return builtins.max(0, builtins.min(room, builtins.max(keep_min, demand)))
 
 
 def may_retire(*, live: int, min: int, load: int) -> bool:
     """Whether an idle runner may shut down: it holds no work and ``min`` stays satisfied."""
     return load == 0 and live > min
-
-
-def min_(a: int, b: int) -> int:
-    return a if a < b else b
-
-
-def max_(a: int, b: int) -> int:
-    return a if a > b else b

@@ -67,7 +67,7 @@ def pool_status(pool: Pool) -> dict[str, Any]:
         "boot_failures": core.boot_failures,
         "tasks_done": core.tasks_done,
         "last_error": str(core.last_error) if core.last_error is not None else None,
-        "last_transfer": getattr(pool, "last_transfer", None),
+        "last_transfer": pool.last_transfer,
     }
 
 
@@ -87,11 +87,11 @@ def render_transfer(transfer: dict[str, Any] | None) -> list[str]:
     if not transfer:
         return []
     lines = []
-    for label, key in (("shipped", "shipped"), ("cached", "cached"), ("returned", "returned")):
+    for key in ("shipped", "cached", "returned"):
         items = transfer.get(key) or {}
         if items:
             parts = ", ".join(f"{n} ({human_bytes(b)})" for n, b in items.items())
-            lines.append(f"  last cell {label}: {parts}")
+            lines.append(f"  last cell {key}: {parts}")
     return lines
 
 
