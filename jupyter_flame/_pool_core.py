@@ -84,6 +84,7 @@ class PoolCore:
         self._start_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._unsubscribe: Callable[[], None] | None = None
+        self._background: set[asyncio.Future[Any]] = set()
 
     # -- start -------------------------------------------------------------------------------
     async def ensure_started(self) -> None:
@@ -97,7 +98,9 @@ class PoolCore:
                                  pool=self.name)
             from .channel import Listener
 
-            self.listener = await Listener.start(self.backend.parent_host(), self.key)
+            # parent_host() may ask the Kubernetes API (no POD_IP): not on the loop
+            host = await asyncio.to_thread(self.backend.parent_host)
+            self.listener = await Listener.start(host, self.key)
             self._unsubscribe = self.backend.subscribe(self._on_event)
             sweep = getattr(self.backend, "sweep", None)
             if sweep is not None:
@@ -285,6 +288,7 @@ class PoolCore:
         try:
             await link.start(self._configure(slot.id))
         except Exception as exc:
+            channel.close()
             await self._discard(slot)
             self._boot_failed(BootError(f"Runner {slot.id} dropped its connection during "
                                         f"setup: {exc}", reason="setup", pool=self.name,
@@ -295,7 +299,7 @@ class PoolCore:
         self.min_suspended = False
         self.last_error = None
         handle.info["boot_seconds"] = round(time.monotonic() - started, 3)
-        self.backend.emit(handle, "connected", details={"boot_seconds": handle.info["boot_seconds"]})
+        self.backend.emit(handle, "connected", boot_seconds=handle.info["boot_seconds"])
         self.backend.emit(handle, "idle")
         self.dispatch()
 
@@ -359,8 +363,19 @@ class PoolCore:
                           message=f"idle for {idle_for:.0f} s")
         asyncio.get_running_loop().call_later(
             max(2.0, self.options.heartbeat_interval * 2),
-            lambda: asyncio.ensure_future(self._reap(slot)))
+            lambda: self._spawn(self._reap(slot)))
         return True
+
+    def _spawn(self, coro: Any) -> None:
+        """Run background work, keeping a reference and logging its failure."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Future[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("pool %s: background work failed", self.name, exc_info=task.exception())
 
     async def _reap(self, slot: RunnerSlot) -> None:
         if slot.handle is not None and not slot.handle.exited.done():
@@ -376,7 +391,7 @@ class PoolCore:
             await self._discard(slot)
             self.scale()
 
-        asyncio.ensure_future(go())
+        self._spawn(go())
 
     def _lost(self, link: RunnerLink, err: RunnerLostError) -> None:
         slot = self.slots.pop(link.id, None)
@@ -384,10 +399,10 @@ class PoolCore:
             return
         expected = slot.state == "retiring" or self.closed
         slot.state = "gone"
-        if not expected:
+        if not expected:  # retire, shutdown, kill and idle retirement terminate on their own
             self.last_error = err
-        if slot.handle is not None:
-            asyncio.ensure_future(self._reap(slot))
+            if slot.handle is not None:
+                self._spawn(self._reap(slot))
         self.dispatch()
 
     async def kill(self, link: RunnerLink) -> None:
@@ -401,9 +416,15 @@ class PoolCore:
     async def run(self, make_msg: MessageFactory, on_output: OutputCallback | None,
                   timeout: float | None, on_checkout: Callable[[RunnerLink, int], None] | None = None,
                   ) -> tuple[RunnerLink, Done]:
-        """Check out a runner, run one task on it (with one retry after a cache miss)."""
+        """Check out a runner, run one task on it (with one retry after a cache miss).
+
+        A task its caller gives up on (cancelled, or past ``timeout``) is interrupted on the
+        runner, and the runner goes back to the pool only once it has answered, or is killed
+        after ``interrupt_grace`` seconds.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
         link = await self.checkout(timeout)
+        abandoned = False
         try:
             for attempt in range(2):
                 task = link.new_task_id()
@@ -413,8 +434,11 @@ class PoolCore:
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
                     done = await asyncio.wait_for(link.run(msg, on_output), remaining)
-                except asyncio.TimeoutError:
-                    await link.interrupt(task)
+                except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+                    abandoned = True
+                    self._spawn(self._abandon(link, task))
+                    if isinstance(exc, asyncio.CancelledError):
+                        raise
                     raise FlameTimeoutError(
                         f"The task on runner {link.id} did not finish within {timeout:g} s "
                         "(timeout); it was interrupted. Raise --timeout.",
@@ -427,7 +451,14 @@ class PoolCore:
             raise FlameError("The runner lost its cached variables twice in a row.",
                              pool=self.name, runner=link.id)
         finally:
-            self.checkin(link)
+            if not abandoned:
+                self.checkin(link)
+
+    async def _abandon(self, link: RunnerLink, task: int) -> None:
+        await link.interrupt(task)
+        if not await link.settle(task, self.options.interrupt_grace):
+            await self.kill(link)
+        self.checkin(link)
 
     # -- resize / shutdown -------------------------------------------------------------------
     async def resize(self, **changes: Any) -> None:

@@ -22,14 +22,13 @@ def _kube_api(namespace: str | None) -> tuple[Any, str] | None:
 
     if not (os.environ.get("KUBECONFIG") or os.environ.get("KUBERNETES_SERVICE_HOST")):
         return None
-    from kubernetes import client, config
+    from kubernetes import client
 
-    try:
-        config.load_incluster_config()
-    except Exception:
-        config.load_kube_config()
-    ns = namespace or os.environ.get("POD_NAMESPACE") or "default"
-    return client.CoreV1Api(), ns
+    from .backends._kube_api import load_api_client
+
+    api_client, config_namespace = load_api_client()
+    ns = namespace or os.environ.get("POD_NAMESPACE") or config_namespace or "default"
+    return client.CoreV1Api(api_client), ns
 
 
 def _list(args: argparse.Namespace) -> int:

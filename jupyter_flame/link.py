@@ -131,10 +131,28 @@ class RunnerLink:
             err = await self._lose(exc)
             raise err from exc
         try:
-            return await fut
+            # shielded: if the caller gives up (cancel, timeout) the task still runs on the
+            # runner, and its entry stays until settle() collects the Done
+            return await asyncio.shield(fut)
         finally:
-            self._pending.pop(msg.task, None)
+            if fut.done():
+                self._pending.pop(msg.task, None)
             self.last_used = time.monotonic()
+
+    async def settle(self, task: int, grace: float) -> bool:
+        """Wait up to ``grace`` seconds for the Done of a task its caller gave up on, then
+        forget the task. False if the runner did not answer in time."""
+        entry = self._pending.get(task)
+        try:
+            if entry is not None:
+                await asyncio.wait_for(asyncio.shield(entry[0]), grace)
+            return True
+        except asyncio.TimeoutError:
+            return False
+        except Exception:  # the runner was lost meanwhile: nothing left to wait for
+            return True
+        finally:
+            self._pending.pop(task, None)
 
     async def interrupt(self, task: int) -> None:
         if self.alive:

@@ -127,12 +127,7 @@ class FlameMagics(Magics):
         if parsed.shaped and existing.spec != parsed.spec:
             raise ConfigError(f"Pool {parsed.name!r} already exists with another runner shape; "
                               f"shut it down first (%flame shutdown {parsed.name}).")
-        resizable = {k: v for k, v in parsed.limits.items()
-                     if k in ("min", "max", "max_concurrency", "idle_shutdown_after", "timeout")}
-        existing.resize(**resizable)
-        for key in ("boot_timeout", "single_use"):
-            if key in parsed.limits:
-                setattr(existing.options, key, parsed.limits[key])
+        existing.resize(**parsed.limits)
         print(f"Pool {existing.name!r} resized: {existing!r}")
         return None
 

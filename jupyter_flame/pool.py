@@ -221,11 +221,13 @@ class Pool(concurrent.futures.Executor):
     def resize(self, *, min: int | None = None, max: int | None = None,
                max_concurrency: int | None = None,
                idle_shutdown_after: float | None | object = ...,
-               timeout: float | None | object = ...) -> None:
+               timeout: float | None | object = ...,
+               boot_timeout: float | None = None, single_use: bool | None = None) -> None:
         """Change limits at runtime; running work is never interrupted."""
         new = PoolOptions(**vars(self.options))
         changes: dict[str, Any] = {}
-        for key, value in (("min", min), ("max", max), ("max_concurrency", max_concurrency)):
+        for key, value in (("min", min), ("max", max), ("max_concurrency", max_concurrency),
+                           ("boot_timeout", boot_timeout), ("single_use", single_use)):
             if value is not None:
                 changes[key] = value
         if idle_shutdown_after is not ...:
@@ -250,25 +252,9 @@ class Pool(concurrent.futures.Executor):
         if self.closed:
             raise RuntimeError(f"cannot schedule new futures after pool '{self.name}' shut down")
         packed = pack((fn, args, kwargs))
-        outer: concurrent.futures.Future[Any] = concurrent.futures.Future()
-        inner = _loop.submit(self._call(packed))
-
-        def relay(f: concurrent.futures.Future[Any]) -> None:
-            if outer.cancelled():
-                return
-            try:
-                outer.set_result(f.result())
-            except BaseException as exc:  # noqa: BLE001
-                outer.set_exception(exc)
-
-        def cancel(f: concurrent.futures.Future[Any]) -> None:
-            if f.cancelled():
-                inner.cancel()
-
-        outer.add_done_callback(cancel)
-        outer.set_running_or_notify_cancel()
-        inner.add_done_callback(relay)
-        return outer
+        # Cancelling this future cancels the task on the flame loop, which interrupts the
+        # function on its runner.
+        return _loop.submit(self._call(packed))
 
     async def _call(self, packed: Any) -> Any:
 
