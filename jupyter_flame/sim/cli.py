@@ -48,7 +48,7 @@ from typing import Any
 import yaml
 
 from .agent.images import DEFAULT_IMAGES
-from .agent.node import DEFAULT_GPU_PRODUCT
+from .agent.node import DEFAULT_GPU_PRODUCT, EXTERNAL_ANNOTATION
 from .agent.process import kill_recorded, proc_start_time
 from .agent.rest import RestError
 
@@ -58,7 +58,6 @@ NOTEBOOK_POD = "jupyter-flame-notebook-0"
 NOTEBOOK_SA = "jupyter-flame-notebook"
 RUNNER_SA = "jupyter-flame-runner"
 NODE_PREFIX = "flame-sim-node-"
-EXTERNAL_ANNOTATION = "sim.jupyter-flame/external"
 Json = dict[str, Any]
 
 

@@ -20,12 +20,12 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from .._time import rfc3339
 from .api import Api, ApiException
 from .events import EventRecorder
 from .images import ImageStore
 from .kubelet import Kubelet
 from .node import NodeConfig, node_object, node_status
-from .podstatus import now
 from .process import ProcessTable
 from .scheduler import is_schedulable_by_us, node_info, pod_requests, schedule
 
@@ -72,7 +72,6 @@ class Agent:
         self.on_registered = on_registered
         self.api = api
         self.node_configs = {n.name: n for n in nodes}
-        self.state_dir = state_dir
         self.scheduler_enabled = scheduler
         self.scheduler_name = scheduler_name
         self.queue: queue.Queue[tuple[Any, ...]] = queue.Queue()
@@ -90,8 +89,7 @@ class Agent:
         self.unschedulable: dict[str, tuple[str, float]] = {}
         self.sched_dirty = True
         self._retry_armed = False
-        self.registered_at = now()
-        self.ready = threading.Event()
+        self.registered_at = rfc3339()
 
     # -- plumbing ---------------------------------------------------------------------
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
@@ -202,7 +200,6 @@ class Agent:
                     self._pod_event("DELETED", pod)
             for pod in seen.values():
                 self._pod_event("MODIFIED", pod)
-            self.ready.set()
         elif kind == "pods":
             self._pod_event(item[1], item[2])
         elif kind == "nodes-sync":
@@ -265,7 +262,8 @@ class Agent:
         )
         for pod in pending:
             meta = pod["metadata"]
-            decision = schedule(pod, infos, used)
+            requests = pod_requests(pod)
+            decision = schedule(pod, infos, used, requests)
             if decision.node is not None:
                 try:
                     self.api.bind(meta["namespace"], meta["name"], meta["uid"], decision.node)
@@ -274,7 +272,7 @@ class Agent:
                     continue
                 self.assumed[meta["uid"]] = decision.node
                 bucket = used.setdefault(decision.node, {})
-                for name, value in pod_requests(pod).items():
+                for name, value in requests.items():
                     bucket[name] = bucket.get(name, Fraction(0)) + value
                 self.record(
                     pod,
@@ -305,7 +303,7 @@ class Agent:
                             "reason": "Unschedulable",
                             "message": decision.message,
                             "lastProbeTime": None,
-                            "lastTransitionTime": now(),
+                            "lastTransitionTime": rfc3339(),
                         }
                     ],
                 }

@@ -12,8 +12,8 @@ import threading
 import uuid
 from typing import Any
 
+from .._time import rfc3339
 from .api import Api, ApiException
-from .podstatus import now
 
 __all__ = ["EventRecorder"]
 
@@ -61,7 +61,7 @@ class EventRecorder:
             involved["resourceVersion"] = meta["resourceVersion"]
         if field_path:
             involved["fieldPath"] = field_path
-        stamp = now()
+        stamp = rfc3339()
         self._queue.put(
             {
                 "apiVersion": "v1",

@@ -19,20 +19,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .._time import rfc3339
 from .api import Api, ApiException
 from .devices import HOST_IP, GpuAllocator, IpAllocator
 from .images import ImageStore
-from .node import GPU_RESOURCE, NodeConfig
+from .node import EXTERNAL_ANNOTATION, GPU_RESOURCE, NodeConfig
 from .podenv import ConfigError
-from .podstatus import ContainerRun, PodRun, now, pod_phase, pod_status
+from .podstatus import ContainerRun, PodRun, pod_phase, pod_status
 from .process import ProcessTable
-from .runtime import Runtime, field_path
+from .runtime import Runtime, container_event
 from .scheduler import pod_requests
 
 __all__ = ["Kubelet", "EXTERNAL_ANNOTATION"]
 
 Json = dict[str, Any]
-EXTERNAL_ANNOTATION = "sim.jupyter-flame/external"
 Recorder = Callable[..., None]
 CallLater = Callable[[float, Callable[[], None]], None]
 MAX_CRASH_BACKOFF = 300.0
@@ -79,11 +79,8 @@ class Kubelet:
         call_later: CallLater,
         procs: ProcessTable,
     ) -> None:
-        self.nodes = nodes
-        self.state_dir = state_dir
         self.api = api
         self.record = record
-        self.images = images
         self.call_later = call_later
         self.procs = procs
         self.runtime = Runtime(state_dir, api, record, images, procs)
@@ -144,7 +141,7 @@ class Kubelet:
             "exitCode": code,
             "reason": "Completed" if code == 0 else "Error",
             "startedAt": c.started_at,
-            "finishedAt": now(),
+            "finishedAt": rfc3339(),
             "containerID": c.container_id,
         }
         self._stopped(run, c, term)
@@ -159,8 +156,8 @@ class Kubelet:
             node=spec["nodeName"],
             pod=pod,
             host_ip=HOST_IP,
-            start_time=status.get("startTime") or now(),
-            scheduled_time=now(),
+            start_time=status.get("startTime") or rfc3339(),
+            scheduled_time=rfc3339(),
         )
         self.runs[run.uid] = run
         self.dirty.add(run.uid)
@@ -318,8 +315,7 @@ class Kubelet:
             "Warning",
             "BackOff",
             f"Back-off restarting failed container {c.name} in pod {pod_ref}",
-            host=run.node,
-            field_path=field_path(c),
+            **container_event(run, c),
         )
         self._later(run, c, delay, restart_now)
 
@@ -349,8 +345,7 @@ class Kubelet:
                 "Normal",
                 "Killing",
                 f"Stopping container {c.name}",
-                host=run.node,
-                field_path=field_path(c),
+                **container_event(run, c),
             )
             self.procs.signal_group(c.proc, signal.SIGTERM)
         if not alive:

@@ -10,16 +10,26 @@ import platform
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._time import rfc3339
 from .devices import HOST_IP
-from .podstatus import now
 
-__all__ = ["NodeConfig", "node_object", "node_status", "GPU_RESOURCE", "GPU_PRODUCT_LABEL"]
+__all__ = [
+    "NodeConfig",
+    "node_object",
+    "node_status",
+    "GPU_RESOURCE",
+    "GPU_PRODUCT_LABEL",
+    "EXTERNAL_ANNOTATION",
+]
 
 Json = dict[str, Any]
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 DEFAULT_GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 KUBELET_VERSION = "v1.32.0-jupyter-flame-sim"
+#: Pods annotated with this set to ``"true"`` are adopted by the kubelet, not run
+#: (``sim up``'s notebook pod). Here, in a light module, so ``sim up`` needs no client.
+EXTERNAL_ANNOTATION = "sim.jupyter-flame/external"
 
 
 def _arch() -> str:
@@ -81,7 +91,7 @@ def node_status(cfg: NodeConfig, ready: bool = True, since: str | None = None) -
     since : str, optional
         ``lastTransitionTime`` of the conditions (default now).
     """
-    stamp = now()
+    stamp = rfc3339()
     since = since or stamp
 
     def cond(ctype: str, status: str, reason: str, message: str) -> Json:

@@ -96,6 +96,19 @@ def _source(kind: str, ref: Json, namespace: str, lookup: Lookup) -> dict[str, s
     return data
 
 
+def _cached(lookup: Lookup) -> Lookup:
+    """``lookup`` reading each Secret/ConfigMap once (one environment refers to it per key)."""
+    seen: dict[tuple[str, str, str], dict[str, str] | None] = {}
+
+    def read(kind: str, namespace: str, name: str) -> dict[str, str] | None:
+        key = (kind, namespace, name)
+        if key not in seen:
+            seen[key] = lookup(kind, namespace, name)
+        return seen[key]
+
+    return read
+
+
 def build_env(
     container: Json,
     pod: Json,
@@ -132,6 +145,7 @@ def build_env(
         A referenced Secret/ConfigMap or key is missing (and not optional).
     """
     namespace = (pod.get("metadata") or {}).get("namespace", "default")
+    lookup = _cached(lookup)
     if base is None:
         base = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
     env: dict[str, str] = dict(base)

@@ -7,19 +7,15 @@ module turns them into the ``status`` JSON (``phase``, ``conditions``,
 
 from __future__ import annotations
 
-import datetime as _dt
 import subprocess
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["now", "ContainerRun", "PodRun", "pod_phase", "pod_status", "qos_class"]
+from .._time import rfc3339
+
+__all__ = ["ContainerRun", "PodRun", "pod_phase", "pod_status", "qos_class"]
 
 Json = dict[str, Any]
-
-
-def now() -> str:
-    """The current time in RFC 3339 (seconds, UTC), as Kubernetes writes it."""
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(eq=False)
@@ -154,7 +150,7 @@ def _condition(run: PodRun, ctype: str, ok: bool, reason: str = "", message: str
     status = "True" if ok else "False"
     prev = run.transitions.get(ctype)
     if prev is None or prev[0] != status:
-        run.transitions[ctype] = (status, now())
+        run.transitions[ctype] = (status, rfc3339())
     cond: Json = {
         "type": ctype,
         "status": status,

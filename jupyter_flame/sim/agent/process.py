@@ -18,12 +18,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ProcessTable", "log_path", "exit_code", "proc_start_time", "kill_recorded"]
+from .._paths import previous_log_path
 
-
-def log_path(state_dir: Path, namespace: str, pod: str, container: str) -> Path:
-    """``<state-dir>/logs/<namespace>/<pod>/<container>.log`` (the API server reads it)."""
-    return state_dir / "logs" / namespace / pod / f"{container}.log"
+__all__ = ["ProcessTable", "exit_code", "proc_start_time", "kill_recorded"]
 
 
 def exit_code(returncode: int) -> int:
@@ -104,7 +101,6 @@ class ProcessTable:
         self._lock = threading.Lock()
         self._pending: list[tuple[subprocess.Popen[bytes], Any]] = []
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self._stopped = False
         self._thread = threading.Thread(target=self._reap, name="reaper", daemon=True)
         self._thread.start()
 
@@ -125,7 +121,7 @@ class ProcessTable:
         """
         log.parent.mkdir(parents=True, exist_ok=True)
         if log.exists() and log.stat().st_size:
-            log.replace(log.with_name(log.stem + ".previous.log"))
+            log.replace(previous_log_path(log))
         with open(log, "ab") as out:
             proc = subprocess.Popen(
                 list(argv),
@@ -153,7 +149,8 @@ class ProcessTable:
             os.killpg(proc.pid, sig)
 
     def _reap(self) -> None:
-        while not self._stopped:
+        # A daemon thread: it ends with the agent process.
+        while True:
             for sel_key, _ in self._selector.select():
                 if sel_key.data is None:
                     os.read(self._wake_r, 4096)

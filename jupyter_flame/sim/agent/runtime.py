@@ -12,15 +12,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from .._paths import log_path
+from .._time import rfc3339
 from .api import Api, ApiException
 from .images import ImageStore
 from .node import GPU_RESOURCE
 from .podenv import ConfigError, build_env, decode_secret, resolve_command
-from .podstatus import ContainerRun, PodRun, now
-from .process import ProcessTable, log_path
+from .podstatus import ContainerRun, PodRun
+from .process import ProcessTable
 from .scheduler import pod_requests
 
-__all__ = ["Runtime", "field_path"]
+__all__ = ["Runtime", "field_path", "container_event"]
 
 Json = dict[str, Any]
 
@@ -29,6 +31,11 @@ def field_path(c: ContainerRun) -> str:
     """``spec.containers{name}``: what events about a container point at."""
     kind = "initContainers" if c.init else "containers"
     return f"spec.{kind}{{{c.name}}}"
+
+
+def container_event(run: PodRun, c: ContainerRun) -> dict[str, str]:
+    """The ``host`` and ``field_path`` keywords of an event about container ``c``."""
+    return {"host": run.node, "field_path": field_path(c)}
 
 
 class Runtime:
@@ -59,7 +66,7 @@ class Runtime:
 
     def pull(self, run: PodRun, c: ContainerRun, spec: Json) -> Json | None:
         """Make the image present; None when it is, else the ``waiting`` state."""
-        ev: dict[str, Any] = {"host": run.node, "field_path": field_path(c)}
+        ev = container_event(run, c)
         image = spec.get("image", "")
         policy = spec.get("imagePullPolicy")
         present = self.images.present(run.node, image)
@@ -88,7 +95,7 @@ class Runtime:
 
     def back_off_pull(self, run: PodRun, c: ContainerRun, spec: Json) -> Json:
         """Record the image pull back-off; return the ``ImagePullBackOff`` waiting state."""
-        ev: dict[str, Any] = {"host": run.node, "field_path": field_path(c)}
+        ev = container_event(run, c)
         message = f'Back-off pulling image "{spec.get("image", "")}"'
         self.record(run.pod, "Normal", "BackOff", message, **ev)
         self.record(run.pod, "Warning", "Failed", "Error: ImagePullBackOff", **ev)
@@ -105,7 +112,7 @@ class Runtime:
         try:
             env = build_env(spec, run.pod, pod_ip=run.ip, host_ip=run.host_ip, lookup=self._lookup)
         except ConfigError as exc:
-            ev = {"host": run.node, "field_path": field_path(c)}
+            ev = container_event(run, c)
             self.record(run.pod, "Warning", "Failed", f"Error: {exc}", **ev)
             raise
         wants_gpu = int(pod_requests({"spec": {"containers": [spec]}}).get(GPU_RESOURCE, 0))
@@ -116,7 +123,7 @@ class Runtime:
 
     def start(self, run: PodRun, c: ContainerRun, spec: Json, env: dict[str, str]) -> Json | None:
         """Create and start the process; None on success, else a ``StartError`` termination."""
-        ev: dict[str, Any] = {"host": run.node, "field_path": field_path(c)}
+        ev = container_event(run, c)
         c.container_id = f"sim://{uuid.uuid4().hex}"
         self.record(run.pod, "Normal", "Created", f"Created container: {c.name}", **ev)
         try:
@@ -140,7 +147,7 @@ class Runtime:
                 f"create failed: runc create failed: unable to start container process: {detail}"
             )
             self.record(run.pod, "Warning", "Failed", f"Error: {message}", **ev)
-            stamp = now()
+            stamp = rfc3339()
             return {
                 "exitCode": 128,
                 "reason": "StartError",
@@ -149,7 +156,7 @@ class Runtime:
                 "finishedAt": stamp,
                 "containerID": c.container_id,
             }
-        c.started_at = now()
+        c.started_at = rfc3339()
         self.record(run.pod, "Normal", "Started", f"Started container {c.name}", **ev)
         return None
 

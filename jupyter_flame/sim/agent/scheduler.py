@@ -272,7 +272,12 @@ def matches_node_affinity(pod: Json, node: NodeInfo) -> bool:
     return any(_match_term(term, node) for term in terms)
 
 
-def filter_node(pod: Json, node: NodeInfo, used: Mapping[str, Fraction]) -> tuple[list[str], bool]:
+def filter_node(
+    pod: Json,
+    node: NodeInfo,
+    used: Mapping[str, Fraction],
+    requests: Mapping[str, Fraction] | None = None,
+) -> tuple[list[str], bool]:
     """Run the filters on one node.
 
     Parameters
@@ -283,6 +288,8 @@ def filter_node(pod: Json, node: NodeInfo, used: Mapping[str, Fraction]) -> tupl
         The candidate node.
     used : Mapping[str, Fraction]
         Requests of the pods already bound to the node (``pods`` counts them).
+    requests : Mapping[str, Fraction], optional
+        ``pod_requests(pod)``, when the caller has it already.
 
     Returns
     -------
@@ -308,7 +315,8 @@ def filter_node(pod: Json, node: NodeInfo, used: Mapping[str, Fraction]) -> tupl
     if not matches_node_affinity(pod, node):
         return [REASON_AFFINITY], False
     reasons: list[str] = []
-    requests = pod_requests(pod)
+    if requests is None:
+        requests = pod_requests(pod)
     allowed_pods = node.allocatable.get("pods", Fraction(110))
     if used.get("pods", Fraction(0)) + 1 > allowed_pods:
         reasons.append(REASON_TOO_MANY_PODS)
@@ -372,7 +380,10 @@ def _score(
 
 
 def schedule(
-    pod: Json, nodes: Iterable[NodeInfo], used: Mapping[str, Mapping[str, Fraction]]
+    pod: Json,
+    nodes: Iterable[NodeInfo],
+    used: Mapping[str, Mapping[str, Fraction]],
+    requests: Mapping[str, Fraction] | None = None,
 ) -> Decision:
     """Pick a node for ``pod`` or explain why none fits.
 
@@ -384,6 +395,8 @@ def schedule(
         All nodes.
     used : Mapping
         Node name to the summed requests of the pods bound there.
+    requests : Mapping[str, Fraction], optional
+        ``pod_requests(pod)``, when the caller has it already (computed once here otherwise).
 
     Returns
     -------
@@ -394,15 +407,16 @@ def schedule(
     failures: dict[str, tuple[list[str], bool]] = {}
     feasible: list[NodeInfo] = []
     empty: dict[str, Fraction] = {}
+    if requests is None:
+        requests = pod_requests(pod)
     for node in node_list:
-        reasons, resolvable = filter_node(pod, node, used.get(node.name, empty))
+        reasons, resolvable = filter_node(pod, node, used.get(node.name, empty), requests)
         if reasons:
             failures[node.name] = (reasons, resolvable)
         else:
             feasible.append(node)
     if not feasible:
         return Decision(None, fit_error_message(len(node_list), failures))
-    requests = pod_requests(pod)
     # max() keeps the first of equal scores: the node list is sorted by name.
     best = max(feasible, key=lambda n: _score(n, used.get(n.name, empty), requests))
     return Decision(best.name)

@@ -15,29 +15,31 @@
 from __future__ import annotations
 
 import copy
-import datetime as dt
+import time
 from typing import Any
 
+from .._time import rfc3339
 from . import gc
-from .registry import Registry, now
-from .resources import RESOURCES, Resource, by_kind, lookup
+from .registry import Registry
+from .resources import RESOURCES, Resource
 from .selectors import Selector
-from .status import bad_request, conflict, not_found, success_body
+from .status import bad_request, conflict, not_found
 from .store import Change
 
 _NS = ("", "namespaces")
 
 
 def _later(seconds: int) -> str:
-    t = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=seconds)
-    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(time.time() + seconds)
+
+
+_BY_KEY = {r.key: r for r in RESOURCES}
+# What the collector reads of an object (besides uid and namespace, which never change).
+_GC_FIELDS = ("ownerReferences", "deletionTimestamp", "finalizers")
 
 
 def _resource(key: tuple[str, str]) -> Resource:
-    for r in RESOURCES:
-        if r.key == key:
-            return r
-    raise KeyError(key)
+    return _BY_KEY[key]
 
 
 class Deleter:
@@ -51,7 +53,12 @@ class Deleter:
 
     def _on_change(self, change: Change) -> None:
         meta = change.obj["metadata"]
-        if change.type == "DELETED" or meta.get("ownerReferences") or meta.get("deletionTimestamp"):
+        if change.type == "MODIFIED" and change.old is not None:
+            # Only a change to what the collector reads can make (or unmake) garbage.
+            old = change.old["metadata"]
+            if any(meta.get(k) != old.get(k) for k in _GC_FIELDS):
+                self._dirty = True
+        elif change.type == "DELETED" or meta.get("ownerReferences") or meta.get("deletionTimestamp"):
             self._dirty = True
 
     # -- one object ------------------------------------------------------------
@@ -114,7 +121,7 @@ class Deleter:
     def _mark(self, res: Resource, obj: dict[str, Any], grace: int, finalizers: list[str]) -> dict[str, Any]:
         new = copy.deepcopy(obj)
         meta = new["metadata"]
-        meta["deletionTimestamp"] = _later(grace) if grace else now()
+        meta["deletionTimestamp"] = _later(grace) if grace else rfc3339()
         meta["deletionGracePeriodSeconds"] = grace
         if finalizers:
             meta["finalizers"] = finalizers
@@ -136,7 +143,7 @@ class Deleter:
     def _delete_namespace(self, ns: dict[str, Any]) -> dict[str, Any]:
         if not ns["metadata"].get("deletionTimestamp"):
             new = copy.deepcopy(ns)
-            new["metadata"]["deletionTimestamp"] = now()
+            new["metadata"]["deletionTimestamp"] = rfc3339()
             new["metadata"]["deletionGracePeriodSeconds"] = 0
             new["status"] = {"phase": "Terminating"}
             self.store.replace(_NS, new)
@@ -200,9 +207,5 @@ class Deleter:
             self.store.list(r.key, namespace) for r in RESOURCES if r.stored and r.namespaced
         )
 
-    def kind_resource(self, api_version: str, kind: str) -> Resource | None:
-        """Map an ownerReference's apiVersion/kind to a resource (for callers)."""
-        return by_kind(api_version.rpartition("/")[0], kind) or lookup("", "v1", kind.lower() + "s")
 
-
-__all__ = ["Deleter", "success_body"]
+__all__ = ["Deleter"]

@@ -14,7 +14,7 @@ def kubeconfig_text(url: str, token: str, namespace: str = "default", ca_pem: st
     Parameters
     ----------
     url
-        ``http://127.0.0.1:PORT`` of the server.
+        ``https://127.0.0.1:PORT`` of the server.
     token
         Bearer token of the user.
     namespace

@@ -1,4 +1,7 @@
-"""Start the stand-in API server as a subprocess (tests, ``jupyter flame sim up``).
+"""Start the stand-in API server as a child process (tests and tools).
+
+``jupyter flame sim up`` does not use this: it spawns the server detached itself
+(:mod:`jupyter_flame.sim.cli`).
 
 Examples
 --------
@@ -138,7 +141,7 @@ def start_apiserver(state_dir: Path, port: int = 0, *, history_size: int | None 
     exit_with_parent
         Make the server exit when this process exits (tests: nothing is left
         behind even if the test run is killed).  Leave False for servers that
-        must outlive their starter (``jupyter flame sim up``).
+        must outlive their starter.
 
     Raises
     ------

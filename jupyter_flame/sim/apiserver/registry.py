@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import copy
-import datetime as dt
 import json
 import uuid
 from typing import Any
 
+from .._time import rfc3339
 from . import patch as patches
 from . import quantity
 from .resources import Resource, lookup
@@ -44,11 +44,6 @@ from .validation import (
 
 _WITH_STATUS = frozenset({"pods", "nodes", "namespaces"})
 _NAMESPACES = ("", "namespaces")
-
-
-def now() -> str:
-    """The current time as Kubernetes writes it (RFC 3339, seconds, ``Z``)."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _strip_rv(obj: dict[str, Any]) -> dict[str, Any]:
@@ -211,7 +206,7 @@ class Registry:
         for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
             meta.pop(key, None)
         meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = now()
+        meta["creationTimestamp"] = rfc3339()
         if res.plural == "namespaces":
             obj.setdefault("spec", {})["finalizers"] = ["kubernetes"]
             obj["status"] = {"phase": "Active"}
@@ -257,8 +252,9 @@ class Registry:
         if not res.namespaced:
             meta.pop("namespace", None)
         if res.plural == "pods" and subresource != "status":
+            status = new.pop("status")  # the stored status (above): defaulting must not touch it
             default_pod(new, sa_automount=False)
-            new["status"] = copy.deepcopy(old.get("status", {}))
+            new["status"] = status
             errs = validate_pod(new) + pod_spec_update_errors(old, new)
             if errs:
                 raise invalid(res.kind, old_meta["name"], errs)
@@ -340,6 +336,6 @@ class Registry:
         conds = new.setdefault("status", {}).setdefault("conditions", [])
         conds[:] = [c for c in conds if c.get("type") != "PodScheduled"]
         conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                      "lastTransitionTime": now()})
+                      "lastTransitionTime": rfc3339()})
         self.store.replace(pods.key, new)
         return success_body(201)

@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tornado.iostream import StreamClosedError
 
+from .._paths import log_path, previous_log_path
 from . import tables
 from .selectors import Selector
-from .status import bad_request, gone
+from .status import bad_request
 from .store import Change
 
 if TYPE_CHECKING:
@@ -137,16 +137,6 @@ async def watch(handler: ApiHandler, res: Resource, namespace: str | None, selec
         watcher.close()
 
 
-def expired(resource_version: str) -> dict[str, Any]:
-    """The ERROR event body for a too-old version (exposed for tests)."""
-    return gone(f"too old resource version: {resource_version}").status
-
-
-def log_path(state_dir: Path, namespace: str, pod: str, container: str) -> Path:
-    """Where the node agent writes a container's log."""
-    return state_dir / "logs" / namespace / pod / f"{container}.log"
-
-
 def pick_container(pod: dict[str, Any], container: str | None) -> str:
     """Resolve ``?container=`` like the real server (400 when ambiguous or unknown)."""
     spec = pod.get("spec") or {}
@@ -195,7 +185,7 @@ async def logs(handler: ApiHandler, pod: dict[str, Any], container: str, follow:
     ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
     path = log_path(handler.state.state_dir, ns, name, container)
     if previous:
-        path = path.with_name(f"{container}.previous.log")
+        path = previous_log_path(path)
         if not path.exists():
             raise bad_request(f'previous terminated container "{container}" in pod "{name}" not found')
         follow = False
