@@ -12,7 +12,7 @@ from jupyter_flame.backends._kube_api import api_error
 from jupyter_flame.backends._kube_cleanup import secret_name
 from jupyter_flame.backends._kube_watch import Observation, observe
 from jupyter_flame.backends.kubernetes import KubernetesBackend
-from jupyter_flame.backends.pod_template import RunnerPodTemplate
+from jupyter_flame.backends.pod_template import RunnerPodTemplate, build_runner_pod
 from jupyter_flame.errors import BackendError
 
 
@@ -108,8 +108,19 @@ def test_backend_service_account_reaches_every_kind_of_template() -> None:
                                  template=RunnerPodTemplate(service_account="theirs"))
     assert isinstance(explicit.template, RunnerPodTemplate)
     assert explicit.template.service_account == "theirs"
+
+    def user_template(parent: dict[str, Any]) -> dict[str, Any]:
+        return {"spec": {"priorityClassName": "x"}}
+
     wrapped = KubernetesBackend(pod_name="nb", namespace="ns", service_account="mine",
-                                template=lambda parent: {"spec": {"priorityClassName": "x"}})
+                                template=user_template)
     assert callable(wrapped.template)
-    assert wrapped.template({}) == {"spec": {"serviceAccountName": "mine",
-                                             "priorityClassName": "x"}}
+    # the user's own callable (errors name it); the account reaches the pod it builds
+    assert wrapped.template is user_template
+    parent = {"metadata": {"name": "nb", "namespace": "ns", "uid": "u1"},
+              "spec": {"containers": [{"name": "notebook", "image": "img"}]}}
+    built = build_runner_pod(parent, template=wrapped.template, pool="p", runner_id="r1",
+                             kernel_id="k", secret_name="s", parent_address=("10.0.0.1", 1),
+                             service_account=wrapped.service_account)
+    assert built["spec"]["serviceAccountName"] == "mine"
+    assert built["spec"]["priorityClassName"] == "x"

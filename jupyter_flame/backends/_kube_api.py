@@ -77,11 +77,9 @@ def load_api_client(kubeconfig: str | None = None, context: str | None = None
             config_file = path.split(os.pathsep)[0] if path else str(default)
             config.load_kube_config(  # type: ignore[no-untyped-call]
                 config_file=config_file, context=context, client_configuration=configuration)
-            _, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
+            contexts, active = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
                 config_file=config_file)
             if context:
-                contexts, _ = config.list_kube_config_contexts(  # type: ignore[no-untyped-call]
-                    config_file=config_file)
                 active = next((c for c in contexts if c["name"] == context), active)
             namespace = (active or {}).get("context", {}).get("namespace")
             return client.ApiClient(configuration), namespace

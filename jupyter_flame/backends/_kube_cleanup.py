@@ -133,7 +133,7 @@ def cleanup_runner_pods(
             if owner not in parents:
                 found = call("get", "pods", namespace, core_api.read_namespaced_pod, owner,
                              namespace, raw=True, missing_ok=True) if owner else None
-                parents[owner] = (found or {}).get("metadata", {}).get("uid") if found else None
+                parents[owner] = found.get("metadata", {}).get("uid") if found else None
             live_uid = parents[owner]
             if pod.get("phase") in ("Succeeded", "Failed"):
                 why = "runner finished"

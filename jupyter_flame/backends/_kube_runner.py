@@ -21,14 +21,12 @@ from kubernetes import client
 from ..errors import BackendError, BootError
 from ._kube_api import call
 from ._kube_watch import DELETED_EXIT_CODE, Observation, Watcher, observe
-from .base import PHASES, Backend, RunnerHandle
+from .base import LOG_TAIL_LINES, PHASES, PRE_CONNECT, Backend, RunnerHandle, exit_message
 
 __all__ = ["PodRunners", "Runner"]
 
 log = logging.getLogger(__name__)
 
-LOG_TAIL_LINES = 40
-PRE_CONNECT = ("requested", "scheduling", "pulling", "starting")
 _DELETE_SLACK = 10.0  # seconds past the grace period to wait for the pod to disappear
 _HINTS = {
     "ErrImagePull": "check the image name and tag, and that the cluster may pull it "
@@ -61,7 +59,6 @@ class Runner:
     def stop_watching(self, events_only: bool = False) -> None:
         for watcher in self.watchers[1:] if events_only else self.watchers:
             watcher.stop()
-
 
 
 class PodRunners(Backend):
@@ -143,7 +140,7 @@ class PodRunners(Backend):
         if seen.exit_code is not None:
             runner.finished = True
             runner.stop_watching(events_only=True)
-            self._background(runner, self._exited(runner, seen))
+            self._background(runner, self._exited(runner, seen, seen.exit_code))
         elif seen.failure is not None and not runner.stopping and not runner.failing:
             runner.failing = True
             self._background(runner, self._cannot_start(runner, *seen.failure))
@@ -196,9 +193,9 @@ class PodRunners(Backend):
         runner.tasks.add(task)
         task.add_done_callback(runner.tasks.discard)
 
-    async def _exited(self, runner: Runner, seen: Observation) -> None:
+    async def _exited(self, runner: Runner, seen: Observation, code: int) -> None:
+        """The runner container exited with ``code`` (``seen.exit_code``)."""
         handle = runner.handle
-        code = seen.exit_code if seen.exit_code is not None else 1
         handle.info["exit_code"] = code
         before = handle.phase in PRE_CONNECT
         if runner.stopping or runner.failing or (code == 0 and not before):
@@ -210,11 +207,8 @@ class PodRunners(Backend):
             handle.info["log_tail"] = tail
             normal = seen.terminated_reason in ("Error", "Completed", "")
             reason = "exited" if normal else seen.terminated_reason
-            message = f"Runner {handle.id} of pool {handle.pool!r} exited with code {code}"
-            if before:
-                message += " before connecting"
-                if code == 3:
-                    message += f" (it could not reach the kernel at {runner.address})"
+            message = exit_message(handle.id, handle.pool, code, before_connecting=before,
+                                   parent=runner.address)
             if not normal:
                 message += f": {seen.terminated_reason}"
                 if seen.terminated_message and seen.terminated_message != tail:

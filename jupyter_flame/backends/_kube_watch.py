@@ -96,8 +96,8 @@ def observe(pod: dict[str, Any]) -> Observation:
                 terminated_message=terminated.get("message") or "")
         # the pod failed without its container running (Evicted, DeadlineExceeded...)
         return seen(exit_code=1 if phase == "Failed" else 0,
-                           terminated_reason=status.get("reason") or phase,
-                           terminated_message=status.get("message") or "")
+                    terminated_reason=status.get("reason") or phase,
+                    terminated_message=status.get("message") or "")
     waiting = state.get("waiting") or {}
     if waiting.get("reason") in FAILING_WAIT_REASONS:
         return seen(failure=(waiting["reason"], waiting.get("message") or ""))
@@ -107,10 +107,10 @@ def observe(pod: dict[str, Any]) -> Observation:
         for condition in status.get("conditions") or []:
             if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
                 return seen(phase="scheduling", reason=condition.get("reason") or "",
-                                   message=condition.get("message") or "")
+                            message=condition.get("message") or "")
         return seen(phase="scheduling")
     return seen(phase="pulling", reason=waiting.get("reason") or "",
-                       message=waiting.get("message") or "")
+                message=waiting.get("message") or "")
 
 
 class Watcher:
@@ -159,7 +159,9 @@ class Watcher:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop soon (closes the open stream); never blocks."""
+        """Stop soon: mark the watcher stopped and close the open stream (best effort).
+
+        Does not wait for the thread to end (it is a daemon; it leaves at its next step)."""
         self._stopped.set()
         current = self._watch
         if current is not None:
@@ -170,10 +172,6 @@ class Watcher:
                     response.close()
                 except Exception:  # closing a stream another thread reads: best effort
                     pass
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped.is_set()
 
     def _post(self, kind: str, obj: dict[str, Any]) -> bool:
         if self._stopped.is_set():

@@ -19,7 +19,7 @@ from ._pod_parts import (
     parse_quantity,
     runner_labels,
 )
-from .base import BootRequest, RunnerSpec, runner_env
+from .base import runner_env_for
 
 if TYPE_CHECKING:
     from .pod_template import RunnerPodTemplate
@@ -335,11 +335,7 @@ def force_fields(
     runner.pop("args", None)
     for probe in _PROBES:
         runner.pop(probe, None)
-    request = BootRequest(
-        pool=pool, runner_id=runner_id, spec=RunnerSpec(), parent_address=parent_address,
-        key=b"", boot_timeout=boot_timeout, kernel_id=kernel_id,
-    )
-    values = {k: v for k, v in runner_env(request).items() if k != "JUPYTER_FLAME_KEY"}
+    values = runner_env_for(pool, runner_id, parent_address, boot_timeout)
     env = [e for e in runner.get("env") or [] if not e.get("name", "").startswith("JUPYTER_FLAME_")]
     env += [{"name": k, "value": v} for k, v in values.items()]
     env.append({

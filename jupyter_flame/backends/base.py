@@ -34,6 +34,18 @@ Protocol
     The address the kernel must listen on so that runners can reach it (``127.0.0.1`` for local
     runners; the pod IP for Kubernetes).
 
+``backend.runner_cwd()``
+    The working directory runners should use (the local backend: the kernel's); ``None``
+    (the default): the image's or the backend's own default.
+
+``await backend.sweep(kernel_id, pool=None)``
+    Optional: remove leftovers of earlier runs of this kernel (and ``pool``) when a pool
+    starts; returns what was removed. The default removes nothing.
+
+``await backend.release_pool(pool)``
+    Optional: release what the backend keeps per pool (the Kubernetes key Secret) once the
+    pool shut down. Idempotent. The default does nothing.
+
 ``handle.exited``
     An :class:`asyncio.Future` resolved with the exit code (negative: signal) when the
     runner's process or pod is gone, for any reason.
@@ -45,6 +57,7 @@ depends on them.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -54,14 +67,24 @@ from typing import Any
 from ..errors import BootError
 
 __all__ = [
+    "LOG_TAIL_LINES",
     "PHASES",
+    "PRE_CONNECT",
     "Backend",
     "BootRequest",
     "LifecycleEvent",
     "RunnerHandle",
     "RunnerSpec",
+    "describe_exit",
+    "exit_message",
     "runner_env",
+    "runner_env_for",
 ]
+
+#: How many lines of a runner's output a failure report carries.
+LOG_TAIL_LINES = 40
+#: The exit code of a runner that could not reach its kernel (``jupyter_flame.runner``).
+_EXIT_UNREACHABLE = 3
 
 #: Lifecycle phases, in order. ``failed`` and ``stopped`` are terminal.
 PHASES = (
@@ -76,6 +99,38 @@ PHASES = (
     "stopped",  # gone after a normal shutdown
     "failed",  # gone after an error; ``reason``/``message`` say why
 )
+#: The phases before the runner connected (a runner that dies in one of them failed to boot).
+PRE_CONNECT = PHASES[:4]
+
+
+def describe_exit(code: int | None) -> str:
+    """How a runner ended, as a clause: ``"it exited with code 1"``, ``"it was killed by
+    SIGKILL"`` (negative codes are signals), ``"its connection was lost"`` (``None``)."""
+    if code is None:
+        return "its connection was lost"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"it was killed by {name}"
+    return f"it exited with code {code}"
+
+
+def exit_message(runner_id: str, pool: str, code: int, *, before_connecting: bool,
+                 parent: str) -> str:
+    """``Runner r1 of pool 'p' exited with code 3 before connecting (it could not reach the
+    kernel at HOST:PORT)``: a runner that ended on its own, for events and boot errors.
+
+    ``parent`` is the ``host:port`` the runner dialled (named only for the runner's
+    "unreachable" exit code).
+    """
+    message = f"Runner {runner_id} of pool {pool!r} {describe_exit(code).removeprefix('it ')}"
+    if before_connecting:
+        message += " before connecting"
+        if code == _EXIT_UNREACHABLE:
+            message += f" (it could not reach the kernel at {parent})"
+    return message
 
 
 @dataclass(frozen=True)
@@ -173,20 +228,29 @@ class RunnerHandle:
         return f"<RunnerHandle {self.id} pool={self.pool} phase={self.phase}>"
 
 
+def runner_env_for(pool: str, runner_id: str, parent_address: tuple[str, int],
+                   boot_timeout: float) -> dict[str, str]:
+    """:func:`runner_env` without the channel key (for a runner that gets it elsewhere)."""
+    host, port = parent_address
+    return {
+        "JUPYTER_FLAME_PARENT": f"{host}:{port}",
+        "JUPYTER_FLAME_RUNNER_ID": runner_id,
+        "JUPYTER_FLAME_POOL": pool,
+        "JUPYTER_FLAME_BOOT_TIMEOUT": str(boot_timeout),
+    }
+
+
 def runner_env(request: BootRequest) -> dict[str, str]:
     """The environment variables a runner process needs to dial its parent.
 
     ``JUPYTER_FLAME_KEY`` is the pool's channel key (hex). Local runners get it in their
-    environment (never in argv); Kubernetes runners get it through a ``secretKeyRef``.
+    environment (never in argv); Kubernetes runners get it through a ``secretKeyRef`` (their
+    other variables come from :func:`runner_env_for`).
     """
-    host, port = request.parent_address
-    return {
-        "JUPYTER_FLAME_PARENT": f"{host}:{port}",
-        "JUPYTER_FLAME_RUNNER_ID": request.runner_id,
-        "JUPYTER_FLAME_POOL": request.pool,
-        "JUPYTER_FLAME_KEY": request.key.hex(),
-        "JUPYTER_FLAME_BOOT_TIMEOUT": str(request.boot_timeout),
-    }
+    env = runner_env_for(request.pool, request.runner_id, request.parent_address,
+                         request.boot_timeout)
+    env["JUPYTER_FLAME_KEY"] = request.key.hex()
+    return env
 
 
 Subscriber = Callable[[LifecycleEvent], None]
@@ -240,8 +304,23 @@ class Backend(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    async def sweep(self, kernel_id: str, pool: str | None = None) -> list[str]:
+        """Remove leftovers of ``kernel_id`` (and ``pool``) when a pool starts; returns what
+        was removed. The default: nothing to remove."""
+        return []
+
+    async def release_pool(self, pool: str) -> None:
+        """Release what the backend keeps for ``pool`` (it shut down). Idempotent. The
+        default: nothing kept."""
+        return None
+
     def parent_host(self) -> str:
         return "127.0.0.1"
+
+    def runner_cwd(self) -> str | None:
+        """The working directory runners should use; ``None``: the image's (or the backend's)
+        default."""
+        return None
 
     def describe(self) -> str:
         """One line for status displays."""

@@ -45,7 +45,6 @@ from ._pod_parts import (
     LABEL_POOL,
     MANAGED_BY,
     MANAGED_BY_VALUE,
-    deep_merge,
     label_value,
     selector,
 )
@@ -60,7 +59,6 @@ from .pod_template import (
 __all__ = ["KubernetesBackend", "RunnerPod", "cleanup_runner_pods", "list_runner_pods"]
 
 log = logging.getLogger(__name__)
-
 
 
 class KubernetesBackend(PodRunners):
@@ -82,7 +80,8 @@ class KubernetesBackend(PodRunners):
         ``jupyter flame cleanup``).
     service_account:
         The runners' ServiceAccount (default ``jupyter-flame-runner`` from deploy/rbac.yaml);
-        its token is never mounted. A template's own ``service_account`` wins.
+        its token is never mounted. A template's own ``service_account`` (or a callable
+        template's ``spec.serviceAccountName``) wins.
     kubeconfig, context:
         A kubeconfig file and context (default: ``$KUBECONFIG``, else in-cluster).
     pod_name, pod_ip:
@@ -122,8 +121,6 @@ class KubernetesBackend(PodRunners):
         elif isinstance(template, RunnerPodTemplate):
             if template.service_account == DEFAULT_RUNNER_SERVICE_ACCOUNT:
                 template = replace(template, service_account=service_account)
-        elif callable(template) and service_account != DEFAULT_RUNNER_SERVICE_ACCOUNT:
-            template = _with_service_account(template, service_account)
         self.template: RunnerPodTemplate | PodTemplateCallable = template
         self._api = api_client
         self._core: client.CoreV1Api | None = None
@@ -266,7 +263,7 @@ class KubernetesBackend(PodRunners):
                 app_container_name=self.app_container_name,
                 omit_owner_reference=self.omit_owner_reference,
                 boot_timeout=request.boot_timeout, spec=request.spec,
-                pvc_access_modes=self._claims)
+                pvc_access_modes=self._claims, service_account=self.service_account)
             ns = self.namespace or ""
             created = await asyncio.to_thread(call, "create", "pods", ns,
                                               self.core.create_namespaced_pod, ns, manifest,
@@ -320,37 +317,23 @@ class KubernetesBackend(PodRunners):
         after its kernel died (e.g. SIGKILLed), and nobody else would delete them.
         """
         await asyncio.to_thread(self._setup)
-        labels = {MANAGED_BY: MANAGED_BY_VALUE, LABEL_PARENT: label_value(self.pod_name or "")}
         ns = self.namespace or ""
-        listed = await asyncio.to_thread(call, "list", "pods", ns,
-                                         self.core.list_namespaced_pod, ns,
-                                         label_selector=selector(labels), raw=True)
+        parent = selector({LABEL_PARENT: label_value(self.pod_name or "")})
+        listed = await asyncio.to_thread(list_runner_pods, self.core, ns, parent)
         ours = {r.name for r in self._runners.values()}
         kernel = label_value(kernel_id)
         names = []
-        for p in listed.get("items") or []:
-            meta = p.get("metadata") or {}
-            name = meta.get("name")
+        for pod in listed:
+            name = pod.get("name")
             if not name or name in ours:
                 continue
-            plabels = meta.get("labels") or {}
-            mine = plabels.get(LABEL_KERNEL) == kernel and (
-                pool is None or plabels.get(LABEL_POOL) == label_value(pool))
-            finished = (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")
-            if mine or finished:
+            # compared as label values, as the pods' labels carry them
+            mine = label_value(pod.get("kernel_id", "")) == kernel and (
+                pool is None or label_value(pod.get("pool", "")) == label_value(pool))
+            if mine or pod.get("phase") in ("Succeeded", "Failed"):
                 names.append(name)
         for name in names:
             await asyncio.to_thread(call, "delete", "pods", ns, self.core.delete_namespaced_pod,
                                     name, ns, grace_period_seconds=1, raw=True, missing_ok=True)
         return names
 
-
-def _with_service_account(template: PodTemplateCallable, account: str) -> PodTemplateCallable:
-    def wrapped(parent: dict[str, Any]) -> dict[str, Any]:
-        result = template(parent)
-        if not isinstance(result, dict):
-            return result
-        base: dict[str, Any] = {"spec": {"serviceAccountName": account}}
-        return deep_merge(base, result)  # type: ignore[no-any-return]
-
-    return wrapped

@@ -43,15 +43,22 @@ from pathlib import Path
 from typing import TypedDict
 
 from ..errors import BootError
-from .base import Backend, BootRequest, RunnerHandle, runner_env
+from .base import (
+    LOG_TAIL_LINES,
+    PRE_CONNECT,
+    Backend,
+    BootRequest,
+    RunnerHandle,
+    describe_exit,
+    exit_message,
+    runner_env,
+)
 from .gpu import GpuAllocator, GpuInfo
 
 __all__ = ["LocalBackend", "LocalRunnerRecord", "cleanup_local_runners",
            "list_local_runner_records", "runners_dir"]
 
-LOG_TAIL_LINES = 40
 _RUNNER_MODULE = "jupyter_flame.runner"
-_PRE_CONNECT = ("requested", "scheduling", "pulling", "starting")
 
 
 class LocalRunnerRecord(TypedDict, total=False):
@@ -229,16 +236,6 @@ def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
-def _describe_exit(code: int) -> str:
-    if code >= 0:
-        return f"exited with code {code}"
-    try:
-        name = signal.Signals(-code).name
-    except ValueError:
-        name = f"signal {-code}"
-    return f"was killed by {name}"
-
-
 class LocalBackend(Backend):
     """Runners as subprocesses of the kernel.
 
@@ -251,9 +248,10 @@ class LocalBackend(Backend):
     cwd:
         The runners' working directory (default: the kernel's, at boot time).
     gpus:
-        The GPUs runners may get. Default: discovered on the first ``--gpu`` request and
-        shared by every LocalBackend of this process; GPUs held by runners of other kernels
-        (per their runner records) are never handed out.
+        The GPUs runners may get. Default: discovered (by :func:`~.gpu.discover_gpus`, through
+        :meth:`~.gpu.GpuAllocator.from_system`) on the first ``--gpu`` request and shared by
+        every LocalBackend of this process; GPUs held by runners of other kernels (per their
+        runner records) are never handed out.
     discover:
         A callable returning the GPUs, used instead of :func:`~.gpu.discover_gpus`. Backends
         given ``gpus`` or ``discover`` have an allocator of their own.
@@ -364,7 +362,7 @@ class LocalBackend(Backend):
             process = await asyncio.create_subprocess_exec(
                 self.python, "-m", _RUNNER_MODULE, stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
-                cwd=self.cwd or os.getcwd(), start_new_session=True)
+                cwd=self.runner_cwd(), start_new_session=True)
         return process, log
 
     async def _watch(self, runner: _Runner) -> None:
@@ -378,17 +376,15 @@ class LocalBackend(Backend):
             if handle.info.get("gpus"):
                 self.allocator.release(handle.id)
         handle.info["exit_code"] = code
-        what = _describe_exit(code)
-        if runner.stopping or handle.phase == "stopping" or (
-                code == 0 and handle.phase not in _PRE_CONNECT):
+        before = handle.phase in PRE_CONNECT
+        if runner.stopping or handle.phase == "stopping" or (code == 0 and not before):
+            what = describe_exit(code).removeprefix("it ")
             self.emit(handle, "stopped", message=f"Runner {handle.id} {what}", exit_code=code)
         else:
             tail = handle.info["log_tail"] = _log_tail(runner.log)
-            message = f"Runner {handle.id} of pool {handle.pool!r} {what}"
-            if handle.phase in _PRE_CONNECT:
-                message += " before connecting"
-                if code == 3:
-                    message += f" (it could not reach the kernel at {runner.parent})"
+            message = exit_message(handle.id, handle.pool, code, before_connecting=before,
+                                   parent=runner.parent)
+            if before:
                 handle.set_failed(BootError(f"{message}. Log: {runner.log}", reason="exited",
                                             log_tail=tail, pool=handle.pool, runner=handle.id))
             self.emit(handle, "failed", reason="exited", message=message, exit_code=code,
@@ -423,10 +419,9 @@ class LocalBackend(Backend):
             shutil.rmtree(self._log_dir, ignore_errors=True)
             self._log_dir = None
 
-    def log_tail(self, handle: RunnerHandle, lines: int = LOG_TAIL_LINES) -> str:
-        """The last ``lines`` lines the runner printed so far (``""`` if unknown)."""
-        log = handle.info.get("log")
-        return _log_tail(Path(log), lines) if log else ""
+    def runner_cwd(self) -> str:
+        """The runners' working directory: ``cwd``, else the kernel's (now)."""
+        return self.cwd or os.getcwd()
 
     def describe(self) -> str:
         if self._allocator is None:

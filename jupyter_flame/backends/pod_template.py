@@ -263,8 +263,10 @@ class RunnerPodTemplate:
 
         Scalars are replaced when ``other`` sets them (differ from the default); dicts merge
         (``other`` wins per key); tolerations, pull secrets and ``strip_env`` are appended
-        without repeats; volumes are appended (``other`` wins per mount path); the ``copy_*``
-        flags are OR-ed; ``extra`` is deep-merged.
+        without repeats; volumes are appended (``other`` wins per mount path);
+        ``copy_init_containers`` and ``copy_rwo_volumes`` are OR-ed (either template asks) and
+        ``copy_parent_env`` is AND-ed (either template can turn it off); ``extra`` is
+        deep-merged.
         """
         defaults = RunnerPodTemplate()
         merged: dict[str, Any] = {}
@@ -312,6 +314,7 @@ def build_runner_pod(
     boot_timeout: float = 30.0,
     spec: RunnerSpec | None = None,
     pvc_access_modes: dict[str, list[str]] | None = None,
+    service_account: str = DEFAULT_RUNNER_SERVICE_ACCOUNT,
 ) -> dict[str, Any]:
     """The manifest of one runner pod cloned from ``parent``; see the module docstring.
 
@@ -342,6 +345,10 @@ def build_runner_pod(
     pvc_access_modes:
         ``{claim: accessModes}`` of the parent's claims; a claim missing here counts as
         ReadWriteOnce.
+    service_account:
+        The runners' ServiceAccount when ``template`` is a callable or ``None`` (a
+        :class:`RunnerPodTemplate` names its own; a callable's ``spec.serviceAccountName``
+        wins over this).
 
     Returns
     -------
@@ -356,12 +363,12 @@ def build_runner_pod(
     parent = copy.deepcopy(parent)
     app = find_app_container(parent, app_container_name)
     if template is None or isinstance(template, RunnerPodTemplate):
-        tpl = (template or RunnerPodTemplate()).with_spec(spec)
+        tpl = (template or RunnerPodTemplate(service_account=service_account)).with_spec(spec)
         pod = clone_parent(parent, app, tpl, pvc_access_modes or {})
         pod = apply_template(pod, tpl, set_service_account=True)
         runner_sa, python = tpl.service_account, tpl.python
     elif callable(template):
-        base = RunnerPodTemplate()
+        base = RunnerPodTemplate(service_account=service_account)
         pod = clone_parent(parent, app, base, pvc_access_modes or {})
         pod = apply_template(pod, base, set_service_account=True)
         patch = template(copy.deepcopy(parent))
