@@ -102,12 +102,10 @@ class PoolCore:
             host = await asyncio.to_thread(self.backend.parent_host)
             self.listener = await Listener.start(host, self.key)
             self._unsubscribe = self.backend.subscribe(self._on_event)
-            sweep = getattr(self.backend, "sweep", None)
-            if sweep is not None:
-                try:
-                    await sweep(self.kernel_id, self.name)
-                except Exception:
-                    log.exception("sweeping leftovers of pool %s failed", self.name)
+            try:
+                await self.backend.sweep(self.kernel_id, self.name)
+            except Exception:
+                log.exception("sweeping leftovers of pool %s failed", self.name)
             self.started = True
             self.scale()
 
@@ -324,7 +322,7 @@ class PoolCore:
             heartbeat_interval=self.options.heartbeat_interval,
             parent_timeout=self.options.parent_timeout,
             single_use=self.options.single_use,
-            cwd=os.getcwd() if self.backend.name == "local" else None,
+            cwd=self.backend.runner_cwd(),
         )
 
     def _boot_failed(self, err: BaseException) -> None:
@@ -509,12 +507,10 @@ class PoolCore:
         await asyncio.gather(*(stop(s) for s in slots), return_exceptions=True)
         if self.listener is not None:
             await self.listener.close()
-        release = getattr(self.backend, "release_pool", None)
-        if release is not None:
-            try:
-                await release(self.name)
-            except Exception:
-                log.exception("releasing pool %s failed", self.name)
+        try:
+            await self.backend.release_pool(self.name)
+        except Exception:
+            log.exception("releasing pool %s failed", self.name)
         if self._unsubscribe is not None:
             self._unsubscribe()
 

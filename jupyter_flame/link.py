@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .backends.base import RunnerHandle
+from .backends.base import RunnerHandle, describe_exit
 from .errors import ChannelAuthError, RunnerLostError
 from .protocol import (
     Call,
@@ -39,20 +39,6 @@ Output = Stream | Display | ClearOutput
 OutputCallback = Callable[[Output], None]
 
 __all__ = ["RunnerLink"]
-
-
-def describe_exit(code: int | None) -> str:
-    if code is None:
-        return "its connection was lost"
-    if code < 0:
-        import signal
-
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        return f"it was killed by {name}"
-    return f"it exited with code {code}"
 
 
 class RunnerLink:
