@@ -30,7 +30,7 @@ import traceback
 from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from IPython.core.error import StdinNotImplementedError
 from IPython.core.interactiveshell import InteractiveShell
@@ -38,15 +38,10 @@ from traitlets.config import Config
 
 from .capture import is_ignored
 from .protocol import Call, Done, ErrorInfo, Execute, Packed
+from .runner import DEFAULT_CACHE_BYTES, Job
 from .shipping import digest, pack, unpack
 
-if TYPE_CHECKING:
-    from .runner import Job
-
 __all__ = ["DEFAULT_CACHE_BYTES", "Executor", "ValueCache", "error_info", "make_shell"]
-
-DEFAULT_CACHE_BYTES = 4 * 1024**3
-"""Default bound of the value cache (``JUPYTER_FLAME_CACHE_BYTES`` overrides it)."""
 
 _BASELINE_BYTES = 16 * 1024**2  # received values up to this size get a runner-side baseline
 
@@ -289,8 +284,9 @@ class Executor:
             for name, p in msg.variables.items():
                 obj = unpack(p, name=name)
                 d = _digest_of(p)
-                base = _repacked_digest(obj, name) if _nbytes_of(p) <= _BASELINE_BYTES else d
-                shipped[name] = entry = _Entry(d, obj, _nbytes_of(p), base or d)
+                nbytes = _nbytes_of(p)
+                base = _repacked_digest(obj, name) if nbytes <= _BASELINE_BYTES else d
+                shipped[name] = entry = _Entry(d, obj, nbytes, base or d)
                 self.cache.put(name, entry)
         except BaseException as exc:
             return fail(exc)

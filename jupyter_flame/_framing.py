@@ -1,4 +1,5 @@
-"""Wire format, key schedule and socket plumbing of :mod:`jupyter_flame.channel` (internal).
+"""Wire format, key schedule, handshake and frame sealing/opening of :mod:`jupyter_flame.channel`
+(internal; the socket plumbing is in :mod:`jupyter_flame._conn`).
 
 Handshake (plain bytes, no pickle)::
 

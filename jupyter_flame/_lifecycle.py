@@ -68,7 +68,8 @@ class Runner:
         self._loop.set_exception_handler(self._loop_error)
         self._io = threading.Thread(target=self._loop.run_forever, name="flame-io", daemon=True)
         self._channel: Any = None
-        self._outbox: asyncio.Queue[tuple[object, concurrent.futures.Future[None] | None]]
+        # (message, future set once it is on the wire, its encoding if already pickled)
+        self._outbox: asyncio.Queue[tuple[object, concurrent.futures.Future[None] | None, Any]]
         self._lock = threading.Lock()
         self._jobs: dict[int, Job] = {}  # task -> Job, started or pending
         self._pending: deque[Job] = deque()
@@ -230,28 +231,33 @@ class Runner:
                     self._space.wait(0.5)
                 self._queued_text += len(msg.text)
             self._posted += 1
-        self._loop.call_soon_threadsafe(self._outbox.put_nowait, (msg, None))
+        self._loop.call_soon_threadsafe(self._outbox.put_nowait, (msg, None, None))
 
     def _enqueue(self, msg: object) -> None:
         """Queue ``msg`` from the I/O thread itself."""
         with self._space:
             self._posted += 1
-        self._outbox.put_nowait((msg, None))
+        self._outbox.put_nowait((msg, None, None))
 
     def _post_wait(self, msg: object, timeout: float | None = None) -> None:
         """Send ``msg`` after everything posted before it; return once it is on the wire.
 
         When nothing posted earlier is still queued, the calling thread writes a small message
-        itself (no hop through the I/O thread: the common case of a task's ``Done``).
+        itself (no hop through the I/O thread: the common case of a task's ``Done``); a message
+        it could not write that way goes through the I/O thread without being pickled again.
         """
         with self._space:
             idle = self._posted == self._sent
-        if idle and self._channel is not None and self._channel.send_now(msg):
-            return
+        channel = self._channel
+        encoded = None
+        if idle and channel is not None and not channel.closed:
+            encoded = channel.encode(msg)
+            if channel.send_now(msg, encoded=encoded):
+                return
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
         with self._space:
             self._posted += 1
-        self._loop.call_soon_threadsafe(self._outbox.put_nowait, (msg, fut))
+        self._loop.call_soon_threadsafe(self._outbox.put_nowait, (msg, fut, encoded))
         fut.result(timeout)
 
     # --- the I/O thread ------------------------------------------------------------------
@@ -269,13 +275,13 @@ class Runner:
         from .channel import ChannelClosedError
 
         while True:
-            msg, fut = await self._outbox.get()
+            msg, fut, encoded = await self._outbox.get()
             if msg is _FLUSH:
                 if fut is not None:
                     fut.set_result(None)
                 continue
             try:
-                await self._channel.send(msg)
+                await self._channel.send(msg, encoded=encoded)
                 with self._space:
                     if isinstance(msg, Stream):
                         self._queued_text -= len(msg.text)
@@ -407,7 +413,7 @@ class Runner:
     async def _drain(self) -> None:
         """Return once everything queued so far has been written to the socket."""
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._outbox.put_nowait((_FLUSH, fut))
+        self._outbox.put_nowait((_FLUSH, fut, None))
         await asyncio.wrap_future(fut)
 
     # --- tasks ---------------------------------------------------------------------------

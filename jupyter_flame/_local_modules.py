@@ -34,7 +34,7 @@ import cloudpickle
 __all__ = ["register_local_modules", "ships_by_value"]
 
 _lock = threading.Lock()
-_classified: dict[str, tuple[object, bool]] = {}  # top-level name -> (origin key, by value)
+_classified: dict[str, object] = {}  # top-level name -> origin key when last classified
 _registered: set[str] = set()
 
 
@@ -168,11 +168,10 @@ def register_local_modules() -> list[str]:
             if "." in name or not isinstance(module, ModuleType):
                 continue
             key = _origin_key(module)
-            cached = _classified.get(name)
-            if cached is not None and cached[0] == key:
+            if name in _classified and _classified[name] == key:
                 continue
             local = _is_local(name, _location(module))
-            _classified[name] = (key, local)
+            _classified[name] = key
             if local and name not in _registered:
                 try:
                     cloudpickle.register_pickle_by_value(module)

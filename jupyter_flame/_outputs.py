@@ -55,16 +55,16 @@ class OutputRouter:
     ``send`` must be thread-safe and keep the order of calls (the runner's outbox).
     """
 
-    def __init__(self, send: Send, fallback: dict[str, TextIO | None] | None = None) -> None:
+    def __init__(self, send: Send) -> None:
         self._send = send
-        self.fallback: dict[str, TextIO | None] = dict(
-            fallback or {"stdout": sys.__stdout__, "stderr": sys.__stderr__}
-        )
+        # Where output goes while no task runs (the process's own stdout/stderr).
+        self.fallback: dict[str, TextIO | None] = {
+            "stdout": sys.__stdout__, "stderr": sys.__stderr__
+        }
         self._lock = threading.Lock()
         self._pending: dict[int, list[list[str]]] = {}  # task -> [[name, text], ...]
         self._running: list[int] = []  # in start order
         self._wake = threading.Event()
-        self._stopped = False
         self.pumps: list[_FdPump] = []
         self._thread = threading.Thread(target=self._flusher, name="flame-output", daemon=True)
         self._thread.start()
@@ -119,9 +119,9 @@ class OutputRouter:
         if first or "\n" in text:
             self._wake.set()  # the flusher sleeps while nothing is pending
 
-    def flush(self, task: int | None = None) -> None:
-        """Send pending text now: of ``task``, or of the current target task."""
-        task = self.target() if task is None else task
+    def flush(self) -> None:
+        """Send the current target task's pending text now."""
+        task = self.target()
         if task is None:
             return
         with self._lock:
@@ -142,7 +142,7 @@ class OutputRouter:
 
     def _flusher(self) -> None:
         last = 0.0
-        while not self._stopped:
+        while True:
             with self._lock:
                 pending = any(self._pending.values())
             # Sleep until text arrives (no periodic wake-ups on an idle runner); with partial
@@ -157,10 +157,6 @@ class OutputRouter:
                 self.flush_all()
             except Exception:  # never let the flusher die; the outbox may be closing
                 pass
-
-    def stop(self) -> None:
-        self._stopped = True
-        self._wake.set()
 
     # --- rich output ---------------------------------------------------------------------
     def display(
@@ -190,7 +186,7 @@ class TaskStream(io.TextIOBase):
     """A ``sys.stdout``/``sys.stderr`` replacement that writes through an :class:`OutputRouter`.
 
     ``fd`` is what :meth:`fileno` answers: the process's descriptor 1 or 2 (captured by
-    :func:`capture_fds`, so writes to it reach the task too).
+    :func:`install_streams`, so writes to it reach the task too).
     """
 
     def __init__(self, router: OutputRouter, name: str, fd: int | None) -> None:
@@ -272,26 +268,25 @@ class DisplayRouter(DisplayPublisher):
             self.router.clear_output(wait)
 
 
-def install_streams(router: OutputRouter, *, capture_fds: bool = True) -> None:
-    """Route ``sys.stdout``/``sys.stderr`` (and, with ``capture_fds``, descriptors 1 and 2).
+def install_streams(router: OutputRouter) -> None:
+    """Route ``sys.stdout``/``sys.stderr`` and descriptors 1 and 2 through ``router``.
 
     Capturing the descriptors sends the output of child processes and C code to the task that
     started last. The process's original stdout/stderr stay reachable as ``sys.__stdout__`` /
     ``sys.__stderr__`` (duplicated descriptors), which is where the runner's own log goes.
     """
     fds: dict[str, int | None] = {"stdout": None, "stderr": None}
-    if capture_fds:
-        for fd, name in ((1, "stdout"), (2, "stderr")):
-            try:
-                original = _capture_fd(router, fd, name)
-            except OSError:
-                continue
-            router.fallback[name] = original
-            fds[name] = fd
-            if fd == 1:
-                sys.__stdout__ = original  # type: ignore[misc]
-            else:
-                sys.__stderr__ = original  # type: ignore[misc]
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            original = _capture_fd(router, fd, name)
+        except OSError:
+            continue
+        router.fallback[name] = original
+        fds[name] = fd
+        if fd == 1:
+            sys.__stdout__ = original  # type: ignore[misc]
+        else:
+            sys.__stderr__ = original  # type: ignore[misc]
     sys.stdout = TaskStream(router, "stdout", fds["stdout"])
     sys.stderr = TaskStream(router, "stderr", fds["stderr"])
 
@@ -308,7 +303,6 @@ class _FdPump:
 
     def __init__(self, router: OutputRouter, fd: int, name: str, read_end: int) -> None:
         self._router = router
-        self._fd = fd
         self._name = name
         self._read_end = read_end
         os.set_blocking(read_end, False)
@@ -329,7 +323,7 @@ class _FdPump:
         while not self._eof:
             try:
                 data = os.read(self._read_end, 65536)
-            except (BlockingIOError, InterruptedError):
+            except BlockingIOError:  # (EINTR is retried by os.read itself, PEP 475)
                 return
             except OSError:
                 self._eof = True
@@ -343,10 +337,7 @@ class _FdPump:
         poller = select.poll()
         poller.register(self._read_end, select.POLLIN | select.POLLHUP | select.POLLERR)
         while not self._eof:
-            try:
-                poller.poll()
-            except InterruptedError:
-                continue
+            poller.poll()  # retried on EINTR (PEP 475)
             with self._lock:
                 self._drain()
 

@@ -48,6 +48,7 @@ __all__ = [
     "HANDSHAKE_TIMEOUT",
     "Channel",
     "ChannelClosedError",
+    "Encoded",
     "Listener",
     "connect",
 ]
@@ -61,6 +62,23 @@ _CHUNK = 4 * 1024 * 1024  # large buffers are MAC'd and sent in chunks of this s
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a dialing peer has to complete the handshake before the listener drops it."""
+
+
+class Encoded:
+    """A message pickled for sending (see :meth:`Channel.encode`): the protocol-5 payload and
+    the raw views of its out-of-band buffers. Encode once, then offer it to
+    :meth:`Channel.send_now` and, if refused, to :meth:`Channel.send`, without pickling twice."""
+
+    __slots__ = ("payload", "views")
+
+    def __init__(self, payload: bytes, views: list[memoryview]) -> None:
+        self.payload = payload
+        self.views = views
+
+    @property
+    def small(self) -> bool:
+        """Whether it fits a small frame (no buffers, payload at most ``SMALL`` bytes)."""
+        return not self.views and len(self.payload) <= SMALL
 
 
 class Channel:
@@ -112,17 +130,26 @@ class Channel:
         return f"<Channel peer={self.peer_id!r} {state} sent={self.frames_sent} recv={self.frames_received}>"
 
     # --- sending -------------------------------------------------------------------------
-    async def send(self, msg: object) -> int:
+    @staticmethod
+    def encode(msg: object) -> Encoded:
+        """Pickle ``msg`` (protocol 5, buffers out of band) for :meth:`send`/:meth:`send_now`."""
+        pbufs: list[pickle.PickleBuffer] = []
+        payload = pickle.dumps(msg, protocol=5, buffer_callback=pbufs.append)
+        return Encoded(payload, [pb.raw() for pb in pbufs])
+
+    async def send(self, msg: object, *, encoded: Encoded | None = None) -> int:
         """Send one message as one frame; return the bytes it took on the wire.
 
         Safe to call from many tasks at once (frames never interleave). A frame that has
         started to go out is always finished, even if the calling task is cancelled.
+        ``encoded`` is ``msg`` already encoded by :meth:`encode` (then ``msg`` is not pickled
+        again), e.g. after :meth:`send_now` refused it.
         """
         if self.closed:
             raise ChannelClosedError(f"channel to {self.peer_id!r} is closed")
-        pbufs: list[pickle.PickleBuffer] = []
-        payload = pickle.dumps(msg, protocol=5, buffer_callback=pbufs.append)
-        views = [pb.raw() for pb in pbufs]
+        if encoded is None:
+            encoded = self.encode(msg)
+        payload, views = encoded.payload, encoded.views
         lengths = [v.nbytes for v in views]
         await self._send_lock.acquire()
         handed_off = False
@@ -173,20 +200,23 @@ class Channel:
         await asyncio.shield(task)
         return total
 
-    def send_now(self, msg: object) -> bool:
+    def send_now(self, msg: object, *, encoded: Encoded | None = None) -> bool:
         """Send a small message at once from any thread, if the channel is idle.
 
         For a message without out-of-band buffers whose pickle fits a small frame, when no
         other frame is going out: the frame is written by the calling thread (sparing a hop to
         the event loop's thread) and ``True`` is returned. Otherwise nothing is sent and
-        ``False`` is returned: use :meth:`send`. Frames never interleave with :meth:`send`'s.
+        ``False`` is returned: use :meth:`send` (passing the same ``encoded``, if any, so the
+        message is not pickled again). Frames never interleave with :meth:`send`'s.
+        ``encoded`` is ``msg`` already encoded by :meth:`encode`.
         """
         if self.closed:
             return False
-        pbufs: list[pickle.PickleBuffer] = []
-        payload = pickle.dumps(msg, protocol=5, buffer_callback=pbufs.append)
-        if pbufs or len(payload) > SMALL:
+        if encoded is None:
+            encoded = self.encode(msg)
+        if not encoded.small:
             return False
+        payload = encoded.payload
         if not self._wire.acquire(blocking=False):
             return False
         try:

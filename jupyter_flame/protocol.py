@@ -83,8 +83,8 @@ class Execute:
     """Run a notebook cell.
 
     ``variables`` are freshly shipped values; ``cached`` maps names to digests the runner
-    already holds from earlier tasks (it must use those objects); ``ship_names`` is the set of
-    names the cell received (both kinds), which the runner watches for in-place changes.
+    already holds from earlier tasks (it must use those objects); the runner watches the names
+    the cell received (both kinds) for in-place changes.
     ``filename`` is the pseudo file name used for the cell's code objects, so tracebacks point at
     the cell's own lines.
     """

@@ -68,6 +68,8 @@ from typing import Any
 from .protocol import Call, Execute
 
 __all__ = [
+    "DEFAULT_BOOT_TIMEOUT",
+    "DEFAULT_CACHE_BYTES",
     "EXIT_AUTH",
     "EXIT_BAD_ENV",
     "EXIT_INTERNAL",
@@ -91,6 +93,12 @@ EXIT_AUTH = 4
 EXIT_PARENT_LOST = 5
 
 _CHILD_GRACE = 1.0  # seconds between SIGTERM and SIGKILL for the runner's children
+
+DEFAULT_BOOT_TIMEOUT = 30.0
+"""Seconds a runner keeps dialling a parent that refuses (``JUPYTER_FLAME_BOOT_TIMEOUT``)."""
+
+DEFAULT_CACHE_BYTES = 4 * 1024**3
+"""Default bound of the runner's value cache (``JUPYTER_FLAME_CACHE_BYTES`` overrides it)."""
 
 
 class _Fatal(Exception):
@@ -239,8 +247,8 @@ class RunnerEnv:
     runner_id: str
     pool: str
     key: bytes = field(repr=False)
-    boot_timeout: float = 30.0
-    cache_bytes: int = 4 * 1024**3
+    boot_timeout: float = DEFAULT_BOOT_TIMEOUT
+    cache_bytes: int = DEFAULT_CACHE_BYTES
 
 
 def read_env(environ: Any = None) -> RunnerEnv:
@@ -284,8 +292,8 @@ def read_env(environ: Any = None) -> RunnerEnv:
         runner_id=need("JUPYTER_FLAME_RUNNER_ID"),
         pool=env.get("JUPYTER_FLAME_POOL") or "default",
         key=key,
-        boot_timeout=number("JUPYTER_FLAME_BOOT_TIMEOUT", 30.0),
-        cache_bytes=int(number("JUPYTER_FLAME_CACHE_BYTES", 4 * 1024**3)),
+        boot_timeout=number("JUPYTER_FLAME_BOOT_TIMEOUT", DEFAULT_BOOT_TIMEOUT),
+        cache_bytes=int(number("JUPYTER_FLAME_CACHE_BYTES", DEFAULT_CACHE_BYTES)),
     )
 
 
