@@ -354,8 +354,10 @@ def _stop(record: Json | None, timeout: float) -> None:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.02)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
+    # Only while it still runs: once it exited, its pid may name someone else's group.
+    if _alive(record):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def down_dir(d: Path, quiet: bool = False) -> int:

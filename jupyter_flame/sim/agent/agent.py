@@ -236,8 +236,15 @@ class Agent:
             try:
                 self.api.patch_pod_status(run.namespace, run.name, status)
             except ApiException as exc:
-                if exc.status != 404:
+                if exc.status != 404:  # 404: the pod is gone, its DELETED event follows
                     log.warning("status of %s/%s: %s", run.namespace, run.name, exc.status)
+                    self.kubelet.unsent(run)
+                continue
+            except Exception:  # the API server unreachable: try again on the next pass
+                log.warning("status of %s/%s not sent", run.namespace, run.name, exc_info=True)
+                self.kubelet.unsent(run)
+                continue
+            self.kubelet.sent(run, status)
 
     # -- the scheduler ----------------------------------------------------------------
     def _schedule_pending(self) -> None:

@@ -161,9 +161,6 @@ class Kubelet:
         )
         self.runs[run.uid] = run
         self.dirty.add(run.uid)
-        if status.get("podIP") and self.ips.get(run.uid) is None:
-            self.ips.reserve(run.uid, status["podIP"])
-        run.ip = self.ips.allocate(run.uid)
         run.init = [
             ContainerRun(c["name"], c.get("image", ""), init=True)
             for c in spec.get("initContainers") or []
@@ -175,6 +172,7 @@ class Kubelet:
             for c in run.app:
                 c.state = {"waiting": {"reason": "PodInitializing"}}
         if (meta.get("annotations") or {}).get(EXTERNAL_ANNOTATION) == "true":
+            self._assign_ip(run)
             run.external = run.init_done = run.started = True
             for c in run.app:
                 c.state = {"running": {"startedAt": run.start_time}}
@@ -197,9 +195,17 @@ class Kubelet:
                 run.final_phase = "Failed"
                 return run
             run.gpus = ids
+        # Only an admitted pod gets a sandbox and so an IP (a refused one shows none).
+        self._assign_ip(run)
         run.init_done = not run.init
         self._advance(run)
         return run
+
+    def _assign_ip(self, run: PodRun) -> None:
+        ip = (run.pod.get("status") or {}).get("podIP")
+        if ip and self.ips.get(run.uid) is None:
+            self.ips.reserve(run.uid, ip)  # ours before a restart: keep it
+        run.ip = self.ips.allocate(run.uid)
 
     def _advance(self, run: PodRun) -> None:
         if run.terminating or run.final_phase:
@@ -380,7 +386,11 @@ class Kubelet:
 
     # -- helpers ------------------------------------------------------------------------
     def flush(self) -> list[tuple[PodRun, Json]]:
-        """Statuses to send: the dirty pods whose status changed since last sent."""
+        """Statuses to send: the dirty pods whose status changed since last sent.
+
+        A status counts as sent only once the caller reports it with :meth:`sent`;
+        one it could not send goes back with :meth:`unsent` and comes out again.
+        """
         out: list[tuple[PodRun, Json]] = []
         for uid in sorted(self.dirty):
             run = self.runs.get(uid)
@@ -388,7 +398,15 @@ class Kubelet:
                 continue
             status = pod_status(run)
             if status != run.last_sent:
-                run.last_sent = status
                 out.append((run, status))
         self.dirty.clear()
         return out
+
+    def sent(self, run: PodRun, status: Json) -> None:
+        """The API server took ``status`` (from :meth:`flush`) for ``run``."""
+        run.last_sent = status
+
+    def unsent(self, run: PodRun) -> None:
+        """Sending ``run``'s status failed: the next :meth:`flush` offers it again."""
+        if self.runs.get(run.uid) is run:
+            self.dirty.add(run.uid)

@@ -23,6 +23,11 @@ Lookup = Callable[[str, str, str], "dict[str, str] | None"]
 
 #: Variables passed from the agent's own environment, standing in for an image's ENV.
 BASE_ENV_KEYS = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
+#: Passed through as well when the agent's own environment has it. The test suite marks
+#: every process it starts with it, and its check for leftover runner processes
+#: (tests/conftest.py) only sees processes that carry it: without this, runners that the
+#: agent starts as pods would escape that check.
+TEST_SESSION_KEY = "JUPYTER_FLAME_TEST_SESSION"
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
@@ -131,7 +136,8 @@ def build_env(
     lookup : callable
         ``lookup("Secret"|"ConfigMap", namespace, name)`` -> decoded data or None.
     base : Mapping, optional
-        The image's environment (defaults to :data:`BASE_ENV_KEYS` of ours).
+        The image's environment (defaults to :data:`BASE_ENV_KEYS` of ours, and
+        :data:`TEST_SESSION_KEY` when set).
 
     Returns
     -------
@@ -147,7 +153,8 @@ def build_env(
     namespace = (pod.get("metadata") or {}).get("namespace", "default")
     lookup = _cached(lookup)
     if base is None:
-        base = {k: os.environ[k] for k in BASE_ENV_KEYS if k in os.environ}
+        keys = (*BASE_ENV_KEYS, TEST_SESSION_KEY)
+        base = {k: os.environ[k] for k in keys if k in os.environ}
     env: dict[str, str] = dict(base)
     env["HOSTNAME"] = (pod.get("metadata") or {}).get("name", "")
     for item in container.get("envFrom") or []:

@@ -130,8 +130,12 @@ def pod_phase(run: PodRun) -> str:
 
 
 def qos_class(pod: Json) -> str:
-    """``Guaranteed``, ``Burstable`` or ``BestEffort`` from requests and limits."""
-    containers = (pod.get("spec") or {}).get("containers") or []
+    """``Guaranteed``, ``Burstable`` or ``BestEffort`` from requests and limits.
+
+    Over init and app containers alike, as the API server computes it.
+    """
+    spec = pod.get("spec") or {}
+    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
     any_set = False
     guaranteed = True
     for c in containers:
@@ -200,7 +204,8 @@ def pod_status(run: PodRun) -> Json:
         "podIP": run.ip or None,
         "podIPs": [{"ip": run.ip}] if run.ip else [],
         "startTime": run.start_time,
-        "qosClass": qos_class(run.pod),
+        # The API server sets qosClass at creation; it stays (computed only when missing).
+        "qosClass": (run.pod.get("status") or {}).get("qosClass") or qos_class(run.pod),
         "containerStatuses": [c.status() for c in run.app],
     }
     if run.init:

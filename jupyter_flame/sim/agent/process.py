@@ -157,20 +157,33 @@ class ProcessTable:
                     with self._lock:
                         pending, self._pending = self._pending, []
                     for proc, key in pending:
-                        fd = os.pidfd_open(proc.pid)
-                        self._selector.register(fd, selectors.EVENT_READ, (proc, key))
+                        self._watch(proc, key)
                     continue
                 proc, key = sel_key.data
                 self._selector.unregister(sel_key.fd)
                 os.close(sel_key.fd)
-                code = exit_code(proc.wait())
-                # Like a runtime tearing down the container's cgroup: what the main
-                # process left behind in its group dies with it.
-                self.signal_group(proc, signal.SIGKILL)
-                with self._lock:
-                    self.procs.pop(proc.pid, None)
-                (self.records / str(proc.pid)).unlink(missing_ok=True)
-                self._on_exit(key, code)
+                self._exited(proc, key)
+
+    def _watch(self, proc: subprocess.Popen[bytes], key: Any) -> None:
+        if proc.returncode is None:  # not reaped yet (kill_all's wait() may have)
+            try:
+                fd = os.pidfd_open(proc.pid)
+            except ProcessLookupError:
+                pass  # already exited and reaped
+            else:
+                self._selector.register(fd, selectors.EVENT_READ, (proc, key))
+                return
+        self._exited(proc, key)
+
+    def _exited(self, proc: subprocess.Popen[bytes], key: Any) -> None:
+        code = exit_code(proc.wait())
+        # Like a runtime tearing down the container's cgroup: what the main
+        # process left behind in its group dies with it.
+        self.signal_group(proc, signal.SIGKILL)
+        with self._lock:
+            self.procs.pop(proc.pid, None)
+        (self.records / str(proc.pid)).unlink(missing_ok=True)
+        self._on_exit(key, code)
 
     def kill_all(self, grace: float) -> None:
         """SIGTERM every container group, wait up to ``grace`` seconds, SIGKILL the rest."""
