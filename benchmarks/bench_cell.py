@@ -45,13 +45,16 @@ def main() -> None:
         rows = [{"cell": "plain `pass`", **plain},
                 {"cell": "`%%flame` + `pass`", **flame}]
         extra = flame["median_ms"] - plain["median_ms"]
-        k.run(f"import numpy as np\nbig = np.ones({args.mib} * 2**20, dtype=np.uint8)")
+        res = k.run(f"import numpy as np\nbig = np.ones({args.mib} * 2**20, dtype=np.uint8)")
+        assert res.status == "ok", res.traceback_text()
         t0 = time.perf_counter()
-        k.run("%%flame\ns = int(big[::4096].sum())\n")
+        res = k.run("%%flame\ns = int(big[::4096].sum())\n")
         first = time.perf_counter() - t0
+        assert res.status == "ok", res.traceback_text()  # a failed cell's time means nothing
         t0 = time.perf_counter()
-        k.run("%%flame\ns = int(big[::4096].sum())\n")
+        res = k.run("%%flame\ns = int(big[::4096].sum())\n")
         again = time.perf_counter() - t0
+        assert res.status == "ok", res.traceback_text()
         rows.append({"cell": f"reads a new {args.mib} MiB array", "median_ms": first * 1e3, "n": 1})
         rows.append({"cell": "same cell, array unchanged", "median_ms": again * 1e3, "n": 1})
         k.run("%flame shutdown --all")

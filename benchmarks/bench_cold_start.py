@@ -2,6 +2,10 @@
 baseline (spawn a bare subprocess, connect, run ``f``) and peers, in one run.
 
     python benchmarks/bench_cold_start.py [--repeat 5]
+
+The raw baseline and jupyter-flame report the median of ``--repeat`` cold starts (after one
+untimed warm-up each); the peers (ipyparallel, dask.distributed, ray, where installed) are timed
+once each, so their ``median_s`` column is a single sample.
 """
 
 from __future__ import annotations

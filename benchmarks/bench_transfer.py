@@ -2,9 +2,11 @@
 
     python benchmarks/bench_transfer.py [--sizes 1,100,1024] [--repeat 3]
 
-Sizes in MiB. Throughput = array bytes / round-trip seconds (best of ``--repeat``). The array is
-a fresh one each time (new content), so the incremental cache never applies here; a second table
-shows the cached re-run of the same unchanged array through a real ``%%flame``-style cell.
+Sizes in MiB. Throughput = array bytes / round-trip seconds (best of ``--repeat``). For each
+size, one random array (not the one used for the warm-up check) is sent ``--repeat`` times with
+``Pool.call``, whose arguments are serialized and sent in full on every call (the incremental
+cache is for ``%%flame`` cells only, so it never applies here). One table: raw vs jupyter-flame.
+The cached re-run of an unchanged array through a real cell is measured by ``bench_cell.py``.
 """
 
 from __future__ import annotations

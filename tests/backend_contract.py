@@ -38,6 +38,8 @@ from jupyter_flame.backends.base import (
 from jupyter_flame.channel import Channel, Listener
 from jupyter_flame.errors import BootError
 
+from .conftest import pid_alive
+
 T = TypeVar("T")
 
 #: Phases a backend reports itself (the pool reports connected/busy/idle).
@@ -98,16 +100,7 @@ class ContractPlumbing:
 
     def runner_gone(self, handle: RunnerHandle) -> bool:
         """Whether nothing of the runner is left (default: its ``pid`` is not running)."""
-        pid = handle.info["pid"]
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-        except OSError:
-            return False
+        return not pid_alive(handle.info["pid"])
 
     # --- plumbing --------------------------------------------------------------------------
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

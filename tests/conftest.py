@@ -46,6 +46,22 @@ def runner_pids(session_only: bool = True) -> set[int]:
     return pids
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (a zombie, dead but not yet reaped, is not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: it exists
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True  # exists but /proc could not tell more (raced with its exit: unlikely)
+    return stat[stat.rfind(b")") + 2:][:1] != b"Z"
+
+
 def wait_gone(pids: set[int], timeout: float) -> set[int]:
     deadline = time.monotonic() + timeout
     alive = set(pids)

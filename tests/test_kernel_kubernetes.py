@@ -130,13 +130,15 @@ def test_gpu_cell_gets_a_gpu_node_and_its_devices(sim: Sim, kernel: Kernel) -> N
 
 
 def test_unknown_image_fails_fast_and_leaves_no_pod(sim: Sim, kernel: Kernel) -> None:
+    # an explicit pool, so the label checked below is known (label_value keeps "img-bad")
+    assert kernel.run("%flame pool img-bad --image registry.invalid/nope:1").status == "ok"
     t0 = time.monotonic()
-    res = kernel.run("%%flame --image registry.invalid/nope:1\n1\n")
+    res = kernel.run("%%flame --pool img-bad\n1\n")
     assert res.status == "error"
     assert res.error is not None and res.error["ename"] == "BootError"
     assert "ErrImagePull" in res.traceback_text() or "ImagePullBackOff" in res.traceback_text()
     assert time.monotonic() - t0 < 15
-    assert sim.wait_no_runner_pods_of("image") == []
+    assert sim.wait_no_runner_pods_of("img-bad") == []
 
 
 def test_unschedulable_gpu_request_reports_the_scheduler(sim: Sim, kernel: Kernel) -> None:
@@ -220,15 +222,18 @@ def test_killed_kernel_leaves_no_runner(sim: Sim, tmp_path: Path) -> None:
     # the runner process notices its kernel is gone and exits (parent_timeout is 10 s)
     assert wait_gone({pid}, 15) == set()
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+    while True:
         pods = sim.runner_pods(f"jupyter-flame/runner={runner_id}")
         if not pods or pods[0].status.phase in ("Succeeded", "Failed"):
             break
+        assert time.monotonic() < deadline, f"runner pod still {pods[0].status.phase}"
         time.sleep(0.2)
-    # a finished runner pod is swept by the next pool start in this notebook pod, or by
-    # `jupyter flame cleanup`
+    # the finished runner pod of a dead kernel stays until the next pool start in this
+    # notebook pod, or `jupyter flame cleanup`, sweeps it
+    assert pods and pods[0].status.phase in ("Succeeded", "Failed")
     out = subprocess.run([sys.executable, "-m", "jupyter_flame.cli", "cleanup"],
                          env={**os.environ, **sim.env}, capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert sim.runner_pods(f"jupyter-flame/runner={runner_id}") == []
+    assert f"deleted runner pod default/{pods[0].metadata.name}" in out.stdout, out.stdout

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 
@@ -18,7 +19,7 @@ from jupyter_flame import (
 )
 from jupyter_flame.errors import ConfigError
 
-from .conftest import wait_gone
+from .conftest import pid_alive, wait_gone
 
 
 def sleepy_pid(seconds: float) -> tuple[int, float]:
@@ -36,14 +37,6 @@ def pid() -> int:
     return os.getpid()
 
 
-def alive(p: int) -> bool:
-    try:
-        os.kill(p, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_call_submit_map_and_shutdown() -> None:
     with Pool(max=1) as pool:
         assert pool.call(lambda a, b=0: a + b, 40, b=2) == 42
@@ -55,6 +48,14 @@ def test_call_submit_map_and_shutdown() -> None:
     assert not wait_gone({runner}, 10)
     with pytest.raises(RuntimeError, match="shut down"):
         pool.submit(pid)
+
+
+def test_pool_is_an_executor() -> None:
+    pool = Pool(max=1)
+    try:
+        assert isinstance(pool, concurrent.futures.Executor)
+    finally:
+        pool.shutdown()
 
 
 def test_growth_one_runner_per_max_concurrency_waiters() -> None:
@@ -92,7 +93,7 @@ def test_idle_shutdown_and_min_kept_warm() -> None:
         warm.start()
         first = warm.call(pid)
         time.sleep(2.5)
-        assert alive(first)
+        assert pid_alive(first)
         assert warm.call(pid) == first
 
 
@@ -119,9 +120,12 @@ def test_single_use_runners() -> None:
 
 def test_timeout() -> None:
     with Pool(max=1, timeout=1.0) as pool:
+        runner = pool.call(pid)
         with pytest.raises(FlameTimeoutError, match="timeout"):
             pool.call(sleepy_pid, 20)
-        assert pool.call(pid) > 0  # the runner was interrupted and is usable
+        # the runner was interrupted, not replaced: the same process runs the next call
+        assert pool.call(pid) == runner
+        assert pid_alive(runner)
 
 
 def test_remote_error_keeps_its_type() -> None:

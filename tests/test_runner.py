@@ -24,6 +24,7 @@ from jupyter_flame.protocol import (
 )
 from jupyter_flame.shipping import pack, unpack
 
+from .conftest import pid_alive
 from .runner_harness import RunnerHarness
 
 pytestmark = pytest.mark.timeout(60)
@@ -37,23 +38,10 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., Non
     return wrapper
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    return stat[stat.rfind(b")") + 2 :][:1] != b"Z"
-
-
 async def _wait_dead(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not pid_alive(pid):
             return True
         await asyncio.sleep(0.05)
     return False

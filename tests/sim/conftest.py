@@ -15,11 +15,18 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
 from jupyter_flame.sim.apiserver.launch import ApiServerProcess, start_apiserver
+
+
+def _no_kubectl() -> NoReturn:
+    """Skip without kubectl; under CI (``CI`` set) fail instead: CI must run these tests."""
+    if os.environ.get("CI"):
+        pytest.fail("kubectl is not installed, and CI must run the kubectl tests")
+    pytest.skip("kubectl is not installed")
 
 
 def kubectl_path() -> str | None:
@@ -62,10 +69,10 @@ def kube(apiserver: ApiServerProcess) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def kubectl_binary() -> str:
-    """Path of kubectl (skips the test when there is none)."""
+    """Path of kubectl (skips the test when there is none; fails under CI)."""
     binary = kubectl_path()
     if binary is None:
-        pytest.skip("kubectl is not installed")
+        _no_kubectl()
     return binary
 
 
@@ -84,7 +91,7 @@ def kubectl(admin_kubeconfig: Path) -> Callable[..., subprocess.CompletedProcess
     """Run kubectl with the admin kubeconfig; returns the CompletedProcess."""
     binary = kubectl_path()
     if binary is None:
-        pytest.skip("kubectl is not installed")
+        _no_kubectl()
 
     def run(*args: str, kubeconfig: Path | None = None, check: bool = True,
             input: str | None = None, timeout: float = 30) -> subprocess.CompletedProcess[str]:

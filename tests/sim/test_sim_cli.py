@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 try:  # tests/sim may or may not become a package
-    from .agent_fixtures import session_members
+    from .agent_fixtures import python_pod, session_members
 except ImportError:
-    from agent_fixtures import session_members  # type: ignore[no-redef]
+    from agent_fixtures import python_pod, session_members  # type: ignore[no-redef]
 
 pytestmark = pytest.mark.sim
 
@@ -181,20 +181,7 @@ def test_sim_up_is_fast_enforces_rbac_and_down_leaves_nothing(sim_dir: Path) -> 
 def test_sim_down_cleans_up_after_a_killed_agent(sim_dir: Path) -> None:
     sim("up", "--dir", str(sim_dir))
     core = client_for(sim_dir / "admin.kubeconfig")
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "orphan"},
-        "spec": {
-            "containers": [
-                {
-                    "name": "c",
-                    "image": "jupyter-flame/notebook:local",
-                    "command": ["python", "-c", "import time; time.sleep(60)"],
-                }
-            ]
-        },
-    }
+    pod = python_pod("orphan", "import time; time.sleep(60)")
     core.create_namespaced_pod("default", pod, _preload_content=False)
     wait_phase(core, "orphan", ("Running",))
     sids = our_sessions(sim_dir)
