@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -124,3 +125,96 @@ def test_backend_service_account_reaches_every_kind_of_template() -> None:
                              service_account=wrapped.service_account)
     assert built["spec"]["serviceAccountName"] == "mine"
     assert built["spec"]["priorityClassName"] == "x"
+
+
+# --- watch recovery and pod deletion, with fakes ------------------------------------------------
+def test_watcher_survives_a_failed_reread_after_410(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_flame.backends import _kube_watch
+
+    class Expired:
+        def stream(self, *args: Any, **kwargs: Any) -> Any:
+            raise ApiException(status=410, reason="Gone")
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(_kube_watch.watch, "Watch", Expired)
+    rereads: list[str] = []
+
+    def reread() -> tuple[dict[str, Any] | None, str | None]:
+        rereads.append("x")
+        if len(rereads) == 1:
+            raise BackendError("Cannot get pods in namespace ns: the API is unreachable.")
+        return None, None  # the pod is gone
+
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        delivered: list[str] = []
+        gone = loop.create_future()
+
+        def deliver(kind: str, obj: dict[str, Any]) -> None:
+            delivered.append(kind)
+            if kind == "GONE" and not gone.done():
+                gone.set_result(None)
+
+        watcher = _kube_watch.Watcher(lambda *a, **k: None, "ns", "metadata.name=p", "1",
+                                      deliver, loop, reread)
+        watcher.start()
+        try:
+            await asyncio.wait_for(gone, 10)
+        finally:
+            watcher.stop()
+        return delivered
+
+    assert asyncio.run(scenario()) == ["GONE"]
+    assert len(rereads) == 2
+
+
+def test_a_failed_pod_delete_does_not_stop_the_next_one() -> None:
+    from jupyter_flame.backends._kube_runner import PodRunners, Runner
+    from jupyter_flame.backends.base import BootRequest, RunnerHandle
+
+    class Response:
+        status, data = 200, b"{}"
+
+    class Core:
+        def __init__(self) -> None:
+            self.deletes: list[int] = []
+
+        def delete_namespaced_pod(self, name: str, namespace: str, **kwargs: Any) -> Response:
+            self.deletes.append(kwargs["grace_period_seconds"])
+            if len(self.deletes) == 1:
+                raise ApiException(status=503, reason="Service Unavailable")
+            return Response()
+
+    class Pods(PodRunners):
+        namespace = "ns"
+
+        def __init__(self, core: Core) -> None:
+            super().__init__()
+            self._core = core
+            self._runners = {}
+
+        @property
+        def core(self) -> Any:
+            return self._core
+
+        async def boot(self, request: BootRequest) -> RunnerHandle:
+            raise NotImplementedError
+
+        async def close(self) -> None:
+            pass
+
+    async def scenario() -> list[int]:
+        core = Core()
+        pods = Pods(core)
+        loop = asyncio.get_running_loop()
+        runner = Runner(RunnerHandle("r1", "p"), "nb-flame-x", "uid", "10.0.0.1:1",
+                        gone=loop.create_future())
+        with pytest.raises(BackendError, match="503"):
+            await pods._delete(runner, 0)
+        await pods._delete(runner, 0)  # the first never reached the API: sent again
+        await pods._delete(runner, 0)  # this one did: not repeated
+        return core.deletes
+
+    assert asyncio.run(scenario()) == [0, 0]

@@ -143,7 +143,7 @@ class TestKubernetesBackendContract(SimPlumbing, BackendContract):
                 assert error.reason == "exited"
                 assert f"Runner {handle.id} of pool 'contract'" in str(error)
                 assert "before connecting" in str(error) and f"{host}:1" in str(error)
-                assert isinstance(error.log_tail, str)
+                assert error.log_tail and f"{host}:1" in error.log_tail, error.log_tail
                 assert await asyncio.wait_for(handle.exited, 5.0) == EXIT_UNREACHABLE
                 assert h.phases(handle.id)[-1] == "failed"
                 await h.backend.terminate(handle, grace=1.0)
@@ -335,6 +335,66 @@ class TestKubernetesOnly(SimPlumbing):
 
         self.run(scenario())
         assert runner_pods(admin) == []
+
+    def test_close_during_pod_creation_deletes_the_new_pod(
+        self, cluster: dict[str, str], admin: Any
+    ) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        from jupyter_flame.backends._kube_cleanup import secret_name
+
+        async def scenario() -> None:
+            backend = backend_for(cluster)
+            await asyncio.to_thread(backend._setup)
+            loop = asyncio.get_running_loop()
+            create = backend.core.create_namespaced_pod
+
+            def create_then_close(*args: Any, **kwargs: Any) -> Any:
+                created = create(*args, **kwargs)
+                # close() overtakes the boot: it cannot see this runner yet
+                asyncio.run_coroutine_threadsafe(backend.close(), loop).result(30)
+                return created
+
+            backend.core.create_namespaced_pod = create_then_close  # type: ignore[method-assign]
+            request = BootRequest(pool="closing", runner_id="r1", spec=self.spec(),
+                                  parent_address=(cluster["POD_IP"], 1), key=os.urandom(32),
+                                  kernel_id="k-closing")
+            with pytest.raises(BootError, match="is closed") as info:
+                await backend.boot(request)
+            assert info.value.reason == "closed"
+            with pytest.raises(ApiException) as missing:
+                admin.read_namespaced_secret(secret_name(cluster["POD_NAME"], "closing",
+                                                         "k-closing"), "default")
+            assert missing.value.status == 404
+
+        self.run(scenario())
+        deadline = time.monotonic() + 20
+        while runner_pods(admin) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert runner_pods(admin) == []
+
+    def test_release_pool_waits_for_the_secret_being_created(
+        self, cluster: dict[str, str], admin: Any
+    ) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        async def scenario() -> None:
+            backend = backend_for(cluster)
+            await asyncio.to_thread(backend._setup)
+            request = BootRequest(pool="race", runner_id="r1", spec=self.spec(),
+                                  parent_address=(cluster["POD_IP"], 1), key=os.urandom(32),
+                                  kernel_id="k-race")
+            try:
+                name, _ = await asyncio.gather(backend._ensure_secret(request),
+                                               backend.release_pool("race"))
+                assert backend._secrets == {} and backend._secret_locks == {}
+                with pytest.raises(ApiException) as missing:
+                    admin.read_namespaced_secret(name, "default")
+                assert missing.value.status == 404
+            finally:
+                await backend.close()
+
+        self.run(scenario())
 
 
 def test_zero_config_from_the_notebook_environment(cluster: dict[str, str], admin: Any) -> None:

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_flame.backends import local as local_backend
 from jupyter_flame.backends.base import Backend, BootRequest, RunnerSpec
 from jupyter_flame.backends.gpu import GpuAllocator, GpuInfo, probe_gpus
 from jupyter_flame.backends.local import (
@@ -168,10 +170,66 @@ class TestLocalRunners(ContractPlumbing):
 
         self.run(scenario())
 
+    def test_gpu_discovery_and_records_are_read_off_the_event_loop(
+        self, runtime: Path, mark: str
+    ) -> None:
+        threads: dict[str, threading.Thread] = {}
+
+        def discover() -> list[GpuInfo]:  # nvidia-smi may take seconds: never on the loop
+            threads["discover"] = threading.current_thread()
+            return FOUR
+
+        async def scenario() -> None:
+            backend = LocalBackend(runtime_dir=runtime, env={MARK: mark}, discover=discover)
+            read_records = backend._foreign_gpus
+
+            def foreign() -> dict[str, list[str]]:
+                threads["records"] = threading.current_thread()
+                return read_records()
+
+            backend._foreign_gpus = foreign  # type: ignore[method-assign]
+            async with self.harness(lambda: backend) as h:
+                handle, channel = await self.boot_and_connect(h, gpu=1)
+                assert handle.info["gpus"] == ["GPU-0000-aaaa"]
+                channel.close()
+
+        self.run(scenario())
+        assert set(threads) == {"discover", "records"}
+        assert threading.main_thread() not in threads.values()
+
+    def test_close_during_boot_stops_the_new_runner(self, runtime: Path, mark: str) -> None:
+        async def scenario() -> None:
+            backend = LocalBackend(runtime_dir=runtime, env={MARK: mark})
+            spawn = backend._spawn
+
+            async def spawn_then_close(
+                request: BootRequest, gpus: list[str]
+            ) -> tuple[asyncio.subprocess.Process, Path]:
+                started = await spawn(request, gpus)
+                await backend.close()  # overtakes the boot: close() cannot see this runner
+                return started
+
+            backend._spawn = spawn_then_close  # type: ignore[method-assign]
+            async with self.harness(lambda: backend) as h:
+                request = h.request(self.spec(), self.boot_timeout)
+                with pytest.raises(BootError, match="is closed") as info:
+                    await backend.boot(request)
+                assert info.value.reason == "closed"
+                assert h.phases(request.runner_id)[-1] == "stopped"
+                assert list_local_runner_records(runtime) == []
+            # the mark fixture fails the test if the runner process is left
+
+        self.run(scenario())
+
     def test_no_gpu_machine(
         self, runtime: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
+        # Runs on GPU machines too: no nvidia-smi on PATH, NVML off (``import pynvml`` fails),
+        # and a fresh shared allocator so that discovery happens under these conditions.
+        monkeypatch.setenv("PATH", str(tmp_path))
+        monkeypatch.setitem(sys.modules, "pynvml", None)
+        monkeypatch.setattr(local_backend, "_SHARED", [])
+        assert probe_gpus() == ([], "nvidia-smi not found")
 
         async def scenario() -> None:
             backend = LocalBackend(runtime_dir=runtime)
@@ -184,8 +242,6 @@ class TestLocalRunners(ContractPlumbing):
                 await backend.boot(request)
             await backend.close()
 
-        if probe_gpus()[0]:
-            pytest.skip("NVML found GPUs on this machine")
         self.run(scenario())
 
 
@@ -360,3 +416,47 @@ def test_cleanup_kills_orphans_only(runtime: Path, mark: str) -> None:
         await listener.close()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+# --- killing process groups -------------------------------------------------------------------
+_CHILD = ("import os, signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+          "print(os.getpid(), flush=True); time.sleep(60)")
+_LEADER = ("import subprocess, sys, time; "
+           f"subprocess.Popen([sys.executable, '-c', {_CHILD!r}]); time.sleep(60)")
+
+
+def _group_with_a_stubborn_child(mark: str, **env: str) -> tuple[subprocess.Popen[str], int]:
+    """A session whose leader dies on SIGTERM and whose child ignores it: (leader, child)."""
+    leader = subprocess.Popen([sys.executable, "-c", _LEADER], stdout=subprocess.PIPE,
+                              text=True, start_new_session=True,
+                              env={**os.environ, MARK: mark, **env})
+    assert leader.stdout is not None
+    return leader, int(leader.stdout.readline())
+
+
+def test_kill_group_kills_children_that_ignore_sigterm(mark: str) -> None:
+    leader, child = _group_with_a_stubborn_child(mark)
+    try:
+        local_backend._kill_group(leader.pid, grace=1.0)
+        assert leader.wait(5) == -signal.SIGTERM
+        assert not local_backend._alive(child)  # SIGKILLed once the grace period passed
+    finally:
+        leader.kill()
+        leader.wait()
+
+
+def test_cleanup_kills_what_a_dead_runner_left_in_its_group(runtime: Path, mark: str) -> None:
+    leader, child = _group_with_a_stubborn_child(mark, JUPYTER_FLAME_RUNNER_ID="r7")
+    leader.kill()
+    leader.wait()  # the runner itself is gone; its child lives on in its process group
+    folder = runners_dir(runtime)
+    folder.mkdir(parents=True)
+    for runner_id, started in (("r8", 1.0), ("r7", 2.0)):  # r8: same group, not its env
+        record = {"version": 1, "id": f"{runner_id}-{leader.pid}", "runner_id": runner_id,
+                  "pool": "p", "backend": "local", "pid": leader.pid, "started": started}
+        (folder / f"{record['id']}.json").write_text(json.dumps(record))
+    done = {r["runner_id"]: r["action"] for r in cleanup_local_runners(runtime_dir=runtime,
+                                                                     grace=1.0)}
+    assert done == {"r8": "removed", "r7": "killed"}
+    assert not local_backend._alive(child)
+    assert list_local_runner_records(runtime) == []

@@ -252,11 +252,13 @@ class PodRunners(Backend):
         if runner.gone.done() or (runner.delete_grace is not None
                                   and runner.delete_grace <= grace):
             return
-        runner.delete_grace = grace
         ns = self.namespace or ""
         found = await asyncio.to_thread(
             call, "delete", "pods", ns, self.core.delete_namespaced_pod, runner.name, ns,
             grace_period_seconds=int(math.ceil(grace)), raw=True, missing_ok=True)
+        # recorded once sent: a DELETE that failed does not stop a later one
+        if runner.delete_grace is None or grace < runner.delete_grace:
+            runner.delete_grace = grace
         if found is None:
             self._finish(runner)
 

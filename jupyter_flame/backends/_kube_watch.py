@@ -219,8 +219,11 @@ class Watcher:
                 if self._stopped.is_set():
                     return
                 if exc.status == 410:
-                    self._recover()
-                    continue
+                    try:
+                        self._recover()
+                        continue
+                    except Exception as err:  # the re-read failed: retry like any failure
+                        log.debug("re-reading %s after 410 Gone failed: %s", self._fields, err)
                 failures += 1
                 log.debug("watch %s failed: %s", self._fields, exc)
             except Exception as exc:  # connection reset, server gone, stream closed by stop()

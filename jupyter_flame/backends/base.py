@@ -285,12 +285,15 @@ class Backend(ABC):
             except Exception:  # a broken widget must never break a runner
                 pass
 
+    def closed_error(self, request: BootRequest) -> BootError:
+        """The error of a boot on a closed backend (also one that ``close()`` overtook)."""
+        return BootError(f"This {type(self).__name__} is closed; create a new one (or a new "
+                         "Pool).", reason="closed", pool=request.pool, runner=request.runner_id)
+
     def check_boot(self, request: BootRequest, *, closed: bool, known: Any) -> None:
         """Refuse a boot on a closed backend or for a runner id it already has."""
-        kind = type(self).__name__
         if closed:
-            raise BootError(f"This {kind} is closed; create a new one (or a new Pool).",
-                            reason="closed", pool=request.pool, runner=request.runner_id)
+            raise self.closed_error(request)
         if request.runner_id in known:
             raise BootError(f"Runner {request.runner_id!r} already exists in this backend.",
                             reason="duplicate", pool=request.pool, runner=request.runner_id)

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import threading
-from dataclasses import replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes import client
@@ -59,6 +61,14 @@ from .pod_template import (
 __all__ = ["KubernetesBackend", "RunnerPod", "cleanup_runner_pods", "list_runner_pods"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _PoolLock:
+    """Serializes the work on one pool's Secret; dropped when nobody holds or awaits it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 class KubernetesBackend(PodRunners):
@@ -128,7 +138,7 @@ class KubernetesBackend(PodRunners):
         self._claims: dict[str, list[str]] = {}
         self._setup_lock = threading.Lock()
         self._secrets: dict[str, tuple[str, bytes]] = {}
-        self._secret_locks: dict[str, asyncio.Lock] = {}
+        self._secret_locks: dict[str, _PoolLock] = {}
         self._runners: dict[str, Runner] = {}
         self._closed = False
 
@@ -201,9 +211,21 @@ class KubernetesBackend(PodRunners):
         meta = self._parent["metadata"]
         return [{"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}]
 
+    @contextlib.asynccontextmanager
+    async def _secret_lock(self, pool: str) -> AsyncIterator[None]:
+        """Hold ``pool``'s Secret lock (creating and releasing it never overlap)."""
+        entry = self._secret_locks.setdefault(pool, _PoolLock())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users and self._secret_locks.get(pool) is entry:
+                del self._secret_locks[pool]
+
     async def _ensure_secret(self, request: BootRequest) -> str:
-        lock = self._secret_locks.setdefault(request.pool, asyncio.Lock())
-        async with lock:
+        async with self._secret_lock(request.pool):
             name = secret_name(self.pod_name or "", request.pool, request.kernel_id)
             if self._secrets.get(request.pool) == (name, request.key):
                 return name
@@ -241,12 +263,19 @@ class KubernetesBackend(PodRunners):
 
     async def release_pool(self, pool: str) -> None:
         """Delete ``pool``'s key Secret (the pool shut down). Idempotent."""
-        entry = self._secrets.pop(pool, None)
-        if entry is not None and self._core is not None:
-            ns = self.namespace or ""
-            await asyncio.to_thread(call, "delete", "secrets", ns,
-                                    self._core.delete_namespaced_secret, entry[0], ns,
-                                    missing_ok=True)
+        async with self._secret_lock(pool):  # after a boot's _ensure_secret, never amid it
+            entry = self._secrets.pop(pool, None)
+            if entry is not None and self._core is not None:
+                ns = self.namespace or ""
+                await asyncio.to_thread(call, "delete", "secrets", ns,
+                                        self._core.delete_namespaced_secret, entry[0], ns,
+                                        missing_ok=True)
+
+    async def _release_quietly(self, pool: str) -> None:
+        try:
+            await self.release_pool(pool)
+        except Exception as exc:
+            log.warning("could not delete the key Secret of pool %s: %s", pool, exc)
 
     # -- boot --------------------------------------------------------------------------------
     async def boot(self, request: BootRequest) -> RunnerHandle:
@@ -256,6 +285,9 @@ class KubernetesBackend(PodRunners):
         try:
             parent = await asyncio.to_thread(self._setup)
             secret = await self._ensure_secret(request)
+            if self._closed:  # close() ran meanwhile, maybe before this Secret existed
+                await self._release_quietly(request.pool)
+                raise self.closed_error(request)
             manifest = build_runner_pod(
                 parent, template=self.template, pool=request.pool,
                 runner_id=request.runner_id, kernel_id=request.kernel_id, secret_name=secret,
@@ -287,6 +319,12 @@ class KubernetesBackend(PodRunners):
                          gone=loop.create_future())
         self._runners[handle.id] = runner
         self._watch(runner, meta.get("resourceVersion"), loop)
+        if self._closed:  # close() ran while the pod was created, and did not see it
+            try:
+                await self.terminate(handle, grace=2.0)
+            finally:
+                await self._release_quietly(request.pool)
+            raise self.closed_error(request)
         self.emit(handle, "scheduling", pod=runner.name, namespace=self.namespace)
         return handle
 
@@ -298,10 +336,7 @@ class KubernetesBackend(PodRunners):
         results = await asyncio.gather(*(self.terminate(r.handle, grace=2.0) for r in runners),
                                        return_exceptions=True)
         for pool in list(self._secrets):
-            try:
-                await self.release_pool(pool)
-            except Exception as exc:
-                log.warning("could not delete the key Secret of pool %s: %s", pool, exc)
+            await self._release_quietly(pool)
         for runner in runners:
             runner.stop_watching()
         errors = [r for r in results if isinstance(r, BaseException)]

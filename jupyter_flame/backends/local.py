@@ -155,14 +155,61 @@ def _signal_group(pgid: int, sig: signal.Signals) -> bool:
         return False
 
 
+def _group_members(pgid: int) -> list[int] | None:
+    """The live (not zombie) processes of process group ``pgid``; ``None`` without /proc."""
+    proc = Path("/proc")
+    if not (proc / "self").exists():
+        return None
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == pgid:
+                members.append(int(entry.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live process is left in process group ``pgid`` (the leader or not)."""
+    try:
+        os.killpg(pgid, 0)
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    members = _group_members(pgid)
+    return True if members is None else bool(members)
+
+
+def _runner_group(pid: int, runner_id: str) -> bool:
+    """Whether process group ``pid`` is the runner ``runner_id``'s: its leader is that runner,
+    or, the leader gone, a process left in the group carries the runner's environment."""
+    if _alive(pid):
+        return _is_runner(pid, runner_id)
+    wanted = f"JUPYTER_FLAME_RUNNER_ID={runner_id}".encode()
+    for member in _group_members(pid) or []:
+        try:
+            if wanted in Path(f"/proc/{member}/environ").read_bytes().split(b"\0"):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def _kill_group(pgid: int, grace: float) -> None:
+    """SIGTERM the group, then SIGKILL what is left of it after ``grace`` seconds (the whole
+    group counts, not only its leader: a child may ignore SIGTERM or outlive the leader)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         if not _signal_group(pgid, sig):
             return
         deadline = time.monotonic() + grace
-        while _alive(pgid) and time.monotonic() < deadline:
+        while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        if not _alive(pgid):
+        if not _group_alive(pgid):
             return
 
 
@@ -171,17 +218,18 @@ def cleanup_local_runners(dead_parent_only: bool = True, *,
                           grace: float = 3.0) -> list[LocalRunnerRecord]:
     """Kill leftover local runners and remove their records.
 
-    A runner is killed (SIGTERM to its process group, then SIGKILL after ``grace`` seconds)
-    when its kernel process is gone, or always with ``dead_parent_only=False``, and only once
-    ``/proc/<pid>`` shows it really is that jupyter-flame runner. Records of runners that no
-    longer exist are removed. Returns the records acted on, each with ``action`` set to
-    ``"killed"`` or ``"removed"``.
+    A runner is killed (SIGTERM to its process group, then SIGKILL after ``grace`` seconds to
+    whatever is left of the group) when its kernel process is gone, or always with
+    ``dead_parent_only=False``, and only once ``/proc/<pid>`` shows it really is that
+    jupyter-flame runner (or, its process gone, that processes it left in its group carry its
+    environment). Records of runners that no longer exist are removed. Returns the records
+    acted on, each with ``action`` set to ``"killed"`` or ``"removed"``.
     """
     done: list[LocalRunnerRecord] = []
     folder = runners_dir(runtime_dir)
     for record in list_local_runner_records(runtime_dir):
         pid, kernel_pid = record["pid"], record.get("kernel_pid", 0)
-        if not (_alive(pid) and _is_runner(pid, record.get("runner_id", ""))):
+        if not _runner_group(pid, record.get("runner_id", "")):
             record["action"] = "removed"
         elif dead_parent_only and kernel_pid and _alive(kernel_pid):
             continue
@@ -277,6 +325,7 @@ class LocalBackend(Backend):
         self._gpus = None if gpus is None else list(gpus)
         self._discover = discover
         self._allocator: GpuAllocator | None = None
+        self._allocator_lock = threading.Lock()
         self._log_dir = None if log_dir is None else Path(log_dir)
         self._own_log_dir = log_dir is None
         self._runners: dict[str, _Runner] = {}
@@ -285,16 +334,32 @@ class LocalBackend(Backend):
 
     @property
     def allocator(self) -> GpuAllocator:
-        """The GPU allocator (discovers GPUs on first use)."""
+        """The GPU allocator (discovers GPUs on first use: blocking, thread-safe)."""
         if self._allocator is None:
-            if self._gpus is not None:
-                self._allocator = GpuAllocator(self._gpus, none_reason="no GPUs were configured")
-            elif self._discover is not None:
-                self._allocator = GpuAllocator(self._discover(),
-                                               none_reason="GPU discovery found none")
-            else:
-                self._allocator = _shared_allocator()
+            with self._allocator_lock:
+                if self._allocator is None:
+                    self._allocator = self._make_allocator()
         return self._allocator
+
+    def _get_allocator(self) -> GpuAllocator:
+        return self.allocator
+
+    def _make_allocator(self) -> GpuAllocator:
+        if self._gpus is not None:
+            return GpuAllocator(self._gpus, none_reason="no GPUs were configured")
+        if self._discover is not None:
+            return GpuAllocator(self._discover(), none_reason="GPU discovery found none")
+        return _shared_allocator()
+
+    async def _allocate(self, request: BootRequest) -> list[str]:
+        """GPUs for ``request``; discovery and the other kernels' records are read in a
+        thread (nvidia-smi may take seconds), the allocation itself on the loop."""
+        allocator = self._allocator
+        if allocator is None:
+            allocator = await asyncio.to_thread(self._get_allocator)
+        foreign = await asyncio.to_thread(self._foreign_gpus)
+        return allocator.allocate(request.runner_id, request.spec.gpu, pool=request.pool,
+                                  exclude=foreign)
 
     def _foreign_gpus(self) -> dict[str, list[str]]:
         """GPUs held by live runners of other kernels on this machine (from their records)."""
@@ -317,8 +382,9 @@ class LocalBackend(Backend):
         gpus: list[str] = []
         try:
             if request.spec.gpu > 0:
-                gpus = self.allocator.allocate(request.runner_id, request.spec.gpu,
-                                               pool=request.pool, exclude=self._foreign_gpus())
+                gpus = await self._allocate(request)
+                if self._closed:  # close() ran while GPUs were discovered
+                    raise self.closed_error(request)
             process, log = await self._spawn(request, gpus)
         except Exception as exc:
             if gpus:
@@ -347,6 +413,9 @@ class LocalBackend(Backend):
         except OSError:
             pass  # records help the UI; a read-only runtime dir must not stop the runner
         runner.watcher = asyncio.get_running_loop().create_task(self._watch(runner))
+        if self._closed:  # close() ran while the process started, and did not see it
+            await self.terminate(handle, grace=2.0)
+            raise self.closed_error(request)
         self.emit(handle, "starting", pid=process.pid, log=str(log), gpus=gpus, node=self._node)
         return handle
 
