@@ -74,6 +74,7 @@ class Runner:
         self._jobs: dict[int, Job] = {}  # task -> Job, started or pending
         self._pending: deque[Job] = deque()
         self._running = 0
+        self._finishing = 0  # tasks no longer running whose Done is still being sent
         self._main_busy = False
         self._main_jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._main_job: Job | None = None
@@ -226,10 +227,11 @@ class Runner:
         printing faster than the network carries it is slowed down instead of filling memory.
         """
         with self._space:
-            if isinstance(msg, Stream) and threading.get_ident() != self._io.ident:
-                while self._queued_text > _MAX_QUEUED_TEXT and not self._exiting:
-                    self._space.wait(0.5)
-                self._queued_text += len(msg.text)
+            if isinstance(msg, Stream):
+                if threading.get_ident() != self._io.ident:  # the I/O thread must never wait
+                    while self._queued_text > _MAX_QUEUED_TEXT and not self._exiting:
+                        self._space.wait(0.5)
+                self._queued_text += len(msg.text)  # the sender subtracts it for every Stream
             self._posted += 1
         self._loop.call_soon_threadsafe(self._outbox.put_nowait, (msg, None, None))
 
@@ -394,8 +396,8 @@ class Runner:
         for job in jobs:
             self._interrupt(job.task)
         deadline = time.monotonic() + _SHUTDOWN_GRACE
-        while self._running and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        while (self._running or self._finishing) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # until the interrupted tasks' Done messages are out
         await self._exit_cleanly(f"shutting down ({reason})")
 
     async def _exit_cleanly(self, reason: str, code: int = EXIT_OK) -> None:
@@ -450,6 +452,7 @@ class Runner:
     def _run_job(self, job: Job) -> None:
         from ._execution import error_info
         from ._outputs import current_task
+        from .channel import ChannelClosedError
 
         self._ready.wait()
         job.thread_id = threading.get_ident()
@@ -468,16 +471,27 @@ class Runner:
         with self._lock:  # before Done goes out: the parent may send the next task at once
             self._jobs.pop(job.task, None)
             self._running -= 1
+            self._finishing += 1
             if job.on_main:
                 self._main_busy = False
             self._last_activity = time.monotonic()
             if self._pending and not self._stopping and not self.config.single_use:
                 self._start_locked(self._pending.popleft())
         try:
-            self._post_wait(done)
-        except Exception as exc:
-            error = ErrorInfo(type(exc).__name__, f"cannot send the task's result: {exc}", [])
-            self._post_wait(Done(job.task, ok=False, error=error, elapsed=done.elapsed))
+            try:
+                self._post_wait(done)
+            except (ChannelClosedError, OSError):
+                raise
+            except Exception as exc:  # e.g. a result that cannot be pickled: say so instead
+                error = ErrorInfo(type(exc).__name__, f"cannot send the task's result: {exc}", [])
+                self._post_wait(Done(job.task, ok=False, error=error, elapsed=done.elapsed))
+        except (ChannelClosedError, OSError):
+            # The channel is gone (Shutdown, idle retirement, lost parent): nobody to tell. The
+            # I/O thread is exiting the process (or has); do not race it with an error here.
+            return
+        finally:
+            with self._lock:
+                self._finishing -= 1
         if self.config.single_use:
             reason = "single-use runner finished its task"
             asyncio.run_coroutine_threadsafe(self._exit_cleanly(reason), self._loop)

@@ -163,7 +163,8 @@ def register_local_modules() -> list[str]:
     if fingerprint == _scanned_count and now - _scanned_at < _RESCAN_EVERY:
         return new
     with _lock:
-        _scanned_count, _scanned_at = fingerprint, now
+        if fingerprint == _scanned_count and now - _scanned_at < _RESCAN_EVERY:
+            return new  # another thread finished the same scan while we waited
         for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
             if "." in name or not isinstance(module, ModuleType):
                 continue
@@ -179,4 +180,7 @@ def register_local_modules() -> list[str]:
                     continue
                 _registered.add(name)
                 new.append(name)
+        # Only now may other threads take the fast path: everything the fingerprint covers is
+        # registered (storing it before the loop let them pickle a local module by reference).
+        _scanned_count, _scanned_at = fingerprint, now
     return new

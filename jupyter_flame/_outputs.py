@@ -230,14 +230,24 @@ class TaskStream(io.TextIOBase):
 
 
 class _BinaryWriter:
-    """``sys.stdout.buffer`` for code that writes bytes."""
+    """``sys.stdout.buffer`` for code that writes bytes.
+
+    Decodes incrementally, so a multi-byte UTF-8 character split across writes arrives whole
+    (its first bytes wait for the rest instead of becoming replacement characters).
+    """
 
     def __init__(self, stream: TaskStream) -> None:
         self._stream = stream
+        self._lock = threading.Lock()  # keeps the decoder's state and the write order together
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        self._stream.write(bytes(data).decode("utf-8", "replace"))
-        return len(data)
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        with self._lock:
+            text = self._decoder.decode(chunk)
+            if text:
+                self._stream.write(text)
+        return len(chunk)
 
     def flush(self) -> None:
         self._stream.flush()

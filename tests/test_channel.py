@@ -7,7 +7,6 @@ import functools
 import os
 import pickle
 import socket
-import struct
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -465,8 +464,11 @@ def test_bad_keys_are_config_errors() -> None:
 
 
 def test_header_layout_is_fixed() -> None:
+    # seq (u64), payload length (u64), buffer count (u32), little-endian, no padding
+    assert _framing.FIXED.format == "<QQI"
     assert _framing.FIXED.size == 20
-    assert struct.calcsize("<QQI") == 20
+    assert _framing.FIXED.pack(1, 2, 3) == (
+        (1).to_bytes(8, "little") + (2).to_bytes(8, "little") + (3).to_bytes(4, "little"))
 
 
 @async_test
@@ -493,3 +495,38 @@ async def test_cancelled_recv_mid_frame_closes_the_channel() -> None:
         with pytest.raises(asyncio.CancelledError):
             await reading
         assert parent.closed
+
+
+class _CountsPickles:
+    """Counts how often it is pickled."""
+
+    pickled = 0
+
+    def __init__(self, size: int) -> None:
+        self.data = b"x" * size
+
+    def __reduce__(self) -> Any:
+        type(self).pickled += 1
+        return (bytes, (self.data,))
+
+
+@async_test
+async def test_refused_send_now_reuses_the_encoding() -> None:
+    async with pair() as (_, parent, runner):
+        for size, small in ((10, True), (_framing.SMALL + 1, False)):
+            _CountsPickles.pickled = 0
+            msg = _CountsPickles(size)
+            enc = Channel.encode(msg)
+            assert enc.small is small
+            if small:
+                assert runner.send_now(msg, encoded=enc)
+            else:
+                assert not runner.send_now(msg, encoded=enc)  # too large: nothing sent
+                await runner.send(msg, encoded=enc)
+            assert _CountsPickles.pickled == 1  # encoded once, never again
+            assert await parent.recv() == b"x" * size
+        # without an encoding, both still pickle the message themselves
+        assert runner.send_now(Ping(2.0))
+        await runner.send(Ping(3.0))
+        assert await parent.recv() == Ping(2.0)
+        assert await parent.recv() == Ping(3.0)

@@ -452,3 +452,128 @@ async def test_cache_bound_from_environment() -> None:
         r = await h.execute("small = b'x' * 100\nbig = b'x' * 5000")
         assert r.done.ok and "small" in r.done.cache and "big" not in r.done.cache
         assert set(r.names()) == {"small", "big"}
+
+
+# --- the runner's internals, in process ---------------------------------------------------------
+def _in_process_runner() -> Any:
+    from jupyter_flame._lifecycle import Runner
+    from jupyter_flame.runner import RunnerEnv
+
+    return Runner(RunnerEnv("127.0.0.1", 1, "r-in-process", "test", b"k" * 32))
+
+
+def test_done_on_a_closed_channel_is_dropped_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_flame.channel import ChannelClosedError
+    from jupyter_flame.protocol import Done, Execute
+    from jupyter_flame.runner import Job
+
+    runner = _in_process_runner()
+    try:
+        class Router:
+            def task_started(self, task: int) -> None:
+                pass
+
+            task_finished = task_started
+
+        class Executor:
+            def execute(self, msg: Execute, job: Job) -> Done:
+                return Done(msg.task, ok=True)
+
+        runner._router, runner._executor = Router(), Executor()
+        runner._ready.set()
+        calls: list[tuple[Done, int]] = []
+
+        def closed(msg: Done, timeout: float | None = None) -> None:
+            calls.append((msg, runner._finishing))
+            raise ChannelClosedError("closed")
+
+        monkeypatch.setattr(runner, "_post_wait", closed)
+        runner._running = 1  # as _start_locked counts it
+        runner._run_job(Job(Execute(1, "pass")))  # returns: no retry, nothing raised
+        # the Done was sent while still counted (a Shutdown waits for it), then uncounted
+        assert [(m.task, m.ok, finishing) for m, finishing in calls] == [(1, True, 1)]
+        assert runner._running == 0 and runner._finishing == 0
+
+        calls.clear()
+
+        def unpicklable(msg: Done, timeout: float | None = None) -> None:
+            calls.append((msg, runner._finishing))
+            if msg.ok:
+                raise TypeError("cannot pickle the value")
+
+        monkeypatch.setattr(runner, "_post_wait", unpicklable)
+        runner._running = 1
+        runner._run_job(Job(Execute(2, "pass")))  # other failures still send an error Done
+        assert [(m.ok, finishing) for m, finishing in calls] == [(True, 1), (False, 1)]
+        error = calls[1][0].error
+        assert error is not None and error.ename == "TypeError"
+        assert runner._finishing == 0
+    finally:
+        runner._loop.close()
+
+
+def test_text_posted_from_the_io_thread_is_counted_like_any_other() -> None:
+    import asyncio as aio
+
+    from jupyter_flame.protocol import Stream
+
+    runner = _in_process_runner()
+    sent: list[object] = []
+
+    class FakeChannel:
+        closed = False
+
+        async def send(self, msg: object, *, encoded: object = None) -> int:
+            sent.append(msg)
+            return 0
+
+    runner._channel = FakeChannel()
+    runner._io.start()
+    try:
+        async def start_sender() -> aio.Task[None]:
+            runner._outbox = aio.Queue()
+            return aio.ensure_future(runner._sender())
+
+        sender = aio.run_coroutine_threadsafe(start_sender(), runner._loop).result(5)
+        runner.post(Stream(1, "stdout", "abc"))  # from another thread
+        runner._loop.call_soon_threadsafe(runner.post, Stream(1, "stderr", "de"))  # I/O thread
+        deadline = time.monotonic() + 5
+        while len(sent) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert [m.text for m in sent] == ["abc", "de"]  # type: ignore[attr-defined]
+        with runner._space:
+            assert runner._queued_text == 0  # not -2: the I/O thread's text was counted too
+            assert runner._posted == runner._sent == 2
+
+        async def stop_sender() -> None:
+            sender.cancel()
+            await aio.gather(sender, return_exceptions=True)
+
+        aio.run_coroutine_threadsafe(stop_sender(), runner._loop).result(5)
+    finally:
+        runner._loop.call_soon_threadsafe(runner._loop.stop)
+        runner._io.join(5)
+        runner._loop.close()
+
+
+def test_binary_writes_keep_utf8_characters_split_across_them() -> None:
+    from jupyter_flame._outputs import TaskStream
+
+    class Router:
+        def __init__(self) -> None:
+            self.text: list[str] = []
+
+        def write(self, name: str, text: str) -> None:
+            self.text.append(text)
+
+        def flush(self) -> None:
+            pass
+
+    router = Router()
+    stream = TaskStream(router, "stdout", None)  # type: ignore[arg-type]
+    data = "héllo → 🐍\n".encode()
+    for i in range(len(data)):  # one byte per write: every multi-byte character is split
+        assert stream.buffer.write(data[i : i + 1]) == 1
+    assert "".join(router.text) == "héllo → 🐍\n"
+    assert stream.buffer.write(bytearray(b"\xff ok")) == 4  # invalid bytes are still replaced
+    assert "".join(router.text).endswith("\ufffd ok")

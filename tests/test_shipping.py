@@ -443,3 +443,58 @@ def test_pack_namespace_dedupes_and_keeps_order() -> None:
     assert unpack(packed["b"]) == "two"
     with pytest.raises(KeyError):
         pack_namespace(ns, ["missing"])
+
+
+def test_no_thread_takes_the_fast_path_before_a_scan_has_registered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one thread scans ``sys.modules``, another must not skip the scan and pickle a
+    local module by reference: it waits for the scan (and its registrations) to finish."""
+    import types
+
+    import cloudpickle
+
+    from jupyter_flame import _local_modules as lm
+
+    name = "flame_scan_race_local"
+    module = types.ModuleType(name)
+    module.__file__ = str(tmp_path / f"{name}.py")  # beside the notebook: local
+    monkeypatch.setattr(lm, "_classified", {})
+    monkeypatch.setattr(lm, "_registered", set())
+    lm.register_local_modules()  # warm up: whatever a full scan imports lazily is imported now
+    monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(lm, "_classified", {})
+    monkeypatch.setattr(lm, "_scanned_count", None)
+    monkeypatch.setattr(lm, "_scanned_at", 0.0)
+    entered, release = threading.Event(), threading.Event()
+    is_local = lm._is_local
+
+    def slow_is_local(top: str, location: str | None) -> bool:
+        if top == name:  # hold the first scan right before it registers our module
+            entered.set()
+            release.wait(5)
+        return is_local(top, location)
+
+    monkeypatch.setattr(lm, "_is_local", slow_is_local)
+    seen: list[bool] = []
+
+    def second() -> None:
+        lm.register_local_modules()
+        seen.append(name in lm._registered)  # what a pickle right after would rely on
+
+    first = threading.Thread(target=lm.register_local_modules)
+    first.start()
+    try:
+        assert entered.wait(5)
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(0.3)
+        assert not seen  # still waiting for the first scan (the bug: returned at once, False)
+    finally:
+        release.set()
+        first.join(5)
+    other.join(5)
+    try:
+        assert seen == [True]
+    finally:
+        cloudpickle.unregister_pickle_by_value(module)
