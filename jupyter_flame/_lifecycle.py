@@ -455,6 +455,9 @@ class Runner:
         from .channel import ChannelClosedError
 
         self._ready.wait()
+        # Single use is decided by the configuration the task started under: a Configure that
+        # arrives while this task finishes applies to the next task, not to this one.
+        single_use = self.config.single_use
         job.thread_id = threading.get_ident()
         self._router.task_started(job.task)
         token = current_task.set(job.task)
@@ -475,7 +478,7 @@ class Runner:
             if job.on_main:
                 self._main_busy = False
             self._last_activity = time.monotonic()
-            if self._pending and not self._stopping and not self.config.single_use:
+            if self._pending and not self._stopping and not single_use:
                 self._start_locked(self._pending.popleft())
         try:
             try:
@@ -492,6 +495,6 @@ class Runner:
         finally:
             with self._lock:
                 self._finishing -= 1
-        if self.config.single_use:
+        if single_use:
             reason = "single-use runner finished its task"
             asyncio.run_coroutine_threadsafe(self._exit_cleanly(reason), self._loop)

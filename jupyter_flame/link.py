@@ -207,6 +207,12 @@ class RunnerLink:
 
     async def _watch_exit(self) -> None:
         code = await asyncio.shield(self.handle.exited)
+        # The process may exit right after its last frames (a single-use runner sends Done,
+        # then exits): let the reader take what is still in the socket, up to its EOF, before
+        # anything pending is declared lost.
+        reader = self._tasks[0]
+        if not reader.done():
+            await asyncio.wait({reader}, timeout=1.0)
         await self._lose(None, code)
 
     async def _lose(self, exc: BaseException | None, code: int | None = None) -> RunnerLostError:
