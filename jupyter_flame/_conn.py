@@ -4,7 +4,10 @@ the running loop with a staging buffer for small reads and zero-copy reads into 
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
@@ -37,17 +40,22 @@ class Conn:
     async def recv_into(self, buf: memoryview) -> int:
         if self.closed:
             raise ChannelClosedError("channel is closed")
-        self._busy += 1
-        try:
-            n = await self.loop.sock_recv_into(self.sock, buf)
-        except OSError as exc:
-            raise ChannelClosedError(f"connection lost: {exc}") from exc
-        finally:
-            self._busy -= 1
-            self._release()
-        if not n:
-            raise ChannelClosedError("connection closed by peer")
-        return n
+        # The bytes are taken in this task's own step, never in a callback: a task cancelled
+        # while it waits (the reading changing hands, see _baton) loses no data.
+        sock = self.sock
+        while True:
+            try:
+                n = sock.recv_into(buf)
+            except (BlockingIOError, InterruptedError):
+                await self._readable()
+                if self.closed:
+                    raise ChannelClosedError("channel is closed") from None
+                continue
+            except OSError as exc:
+                raise ChannelClosedError(f"connection lost: {exc}") from exc
+            if not n:
+                raise ChannelClosedError("connection closed by peer")
+            return n
 
     async def sendall(self, data: bytes | memoryview) -> None:
         if self.closed:
@@ -116,6 +124,13 @@ class Conn:
             left = self.try_sendv(left)  # type: ignore[arg-type]
 
     async def _writable(self) -> None:
+        await self._ready(self.loop.add_writer, self.loop.remove_writer)
+
+    async def _readable(self) -> None:
+        await self._ready(self.loop.add_reader, self.loop.remove_reader)
+
+    async def _ready(self, add: Callable[..., Any], remove: Callable[[int], bool]) -> None:
+        """Wait until the socket is writable (or readable, with the reader methods)."""
         fut: asyncio.Future[None] = self.loop.create_future()
 
         def ready() -> None:
@@ -124,11 +139,11 @@ class Conn:
 
         fd = self.sock.fileno()
         self._busy += 1
-        self.loop.add_writer(fd, ready)
+        add(fd, ready)
         try:
             await fut
         finally:
-            self.loop.remove_writer(fd)
+            remove(fd)
             self._busy -= 1
             self._release()
 
@@ -151,22 +166,38 @@ class Conn:
         await self._released.wait()
 
     # --- buffered reads ------------------------------------------------------------------
-    async def read(self, n: int) -> memoryview:
-        """The next ``n`` bytes (n <= 256 KiB); the view is valid until the next read."""
+    def staged(self, n: int) -> memoryview | None:
+        """The next ``n`` bytes if the staging buffer holds them (consumed), else ``None``
+        (after making room for ``n`` bytes at the end of the buffer)."""
         start, end = self._start, self._end
         if end - start < n:
             view = self._view
             if len(view) - start < n:
                 view[: end - start] = view[start:end]
-                start, end = 0, end - start
-                self._start, self._end = start, end
-            while end - start < n:
-                end += await self.recv_into(view[end:])
-                self._end = end
+                self._start, self._end = 0, end - start
+            return None
         self._start = start + n
         if self._start == end:
             self._start = self._end = 0
         return self._view[start : start + n]
+
+    def unstage(self, dest: memoryview, poly: Poly1305 | None) -> int:
+        """Move what is staged (at most ``len(dest)`` bytes) into ``dest``; return how many."""
+        have = min(len(dest), self._end - self._start)
+        if have:
+            dest[:have] = self._view[self._start : self._start + have]
+            self._start += have
+            if self._start == self._end:
+                self._start = self._end = 0
+            if poly is not None:
+                poly.update(dest[:have])
+        return have
+
+    async def read(self, n: int) -> memoryview:
+        """The next ``n`` bytes (n <= 256 KiB); the view is valid until the next read."""
+        while (got := self.staged(n)) is None:
+            self._end += await self.recv_into(self._view[self._end :])
+        return got
 
     async def readinto(self, dest: memoryview, poly: Poly1305 | None = None) -> None:
         """Fill ``dest`` exactly, feeding ``poly`` (when given) as bytes arrive.
@@ -175,14 +206,7 @@ class Conn:
         callback (as ``sock_sendall`` does for writes): one task wake-up per buffer, not per chunk.
         """
         n = len(dest)
-        have = min(n, self._end - self._start)
-        if have:
-            dest[:have] = self._view[self._start : self._start + have]
-            self._start += have
-            if self._start == self._end:
-                self._start = self._end = 0
-            if poly is not None:
-                poly.update(dest[:have])
+        have = self.unstage(dest, poly)
         if n - have < _DIRECT_MIN:
             if n > have:
                 chunk = await self.read(n - have)
@@ -190,7 +214,7 @@ class Conn:
                 if poly is not None:
                     poly.update(chunk)
             return
-        pos = self._fill(dest, have, poly)
+        pos = self._fill(self.sock, dest, have, poly)
         if pos == n:
             return
         if self.closed:
@@ -203,7 +227,7 @@ class Conn:
             if fut.done():
                 return
             try:
-                state[0] = self._fill(dest, state[0], poly)
+                state[0] = self._fill(self.sock, dest, state[0], poly)
             except BaseException as exc:  # handed to the waiting task
                 fut.set_exception(exc)
                 return
@@ -219,9 +243,10 @@ class Conn:
             self._busy -= 1
             self._release()
 
-    def _fill(self, dest: memoryview, pos: int, poly: Poly1305 | None) -> int:
-        """Read what the socket has now into ``dest[pos:]``; return the new position."""
-        sock, n = self.sock, len(dest)
+    @staticmethod
+    def _fill(sock: socket.socket, dest: memoryview, pos: int, poly: Poly1305 | None) -> int:
+        """Read what ``sock`` has now into ``dest[pos:]``; return the new position."""
+        n = len(dest)
         while pos < n:
             try:
                 k = sock.recv_into(dest[pos:])
@@ -235,3 +260,94 @@ class Conn:
                 poly.update(dest[pos : pos + k])
             pos += k
         return pos
+
+
+class BlockingReads:
+    """Reads of a :class:`Conn` for a thread that waits on the socket itself (internal).
+
+    It shares the connection's staging buffer, so the loop's reads and a thread's reads can
+    take turns between frames (see :mod:`jupyter_flame._baton`); only one reads at a time. It
+    waits on a duplicate of the descriptor, so a concurrent :meth:`Conn.close` wakes it (the
+    socket is shut down) but never leaves it on a descriptor number that was reused.
+
+    Its ``read``/``readinto`` have the signatures of :class:`Conn`'s but never suspend: a
+    coroutine that awaits only them runs to the end in one step (see :func:`drive`).
+    ``check`` is called every ``interval`` seconds of waiting, and whenever one of
+    ``wake_fds`` is readable; it may raise to give up waiting. Both attributes may change
+    between reads.
+    """
+
+    def __init__(self, conn: Conn, check: Callable[[], None], wake_fds: tuple[int, ...] = (),
+                 interval: float = 0.2) -> None:
+        self.conn = conn
+        self.sock = conn.sock.dup()
+        self.check = check
+        self.interval = interval
+        self._poll = select.poll()
+        self._poll.register(self.sock.fileno(), select.POLLIN)
+        for fd in wake_fds:
+            self._poll.register(fd, select.POLLIN)
+        self._quiet = select.poll()  # the socket alone: while check() chose to go on
+        self._quiet.register(self.sock.fileno(), select.POLLIN)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> BlockingReads:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait(self) -> None:
+        """Block until the socket is readable (or ``check`` raises)."""
+        fd = self.sock.fileno()
+        poll = self._poll
+        while True:
+            events = poll.poll(int(self.interval * 1000))
+            if any(e_fd == fd for e_fd, _ in events):
+                return
+            self.check()
+            poll = self._quiet if events else self._poll
+
+    async def read(self, n: int) -> memoryview:
+        conn = self.conn
+        while (got := conn.staged(n)) is None:
+            conn._end = self._recv_some(conn._end)
+        return got
+
+    def _recv_some(self, end: int) -> int:
+        view = self.conn._view
+        while True:
+            try:
+                k = self.sock.recv_into(view[end:])
+            except (BlockingIOError, InterruptedError):
+                self.wait()
+                continue
+            except OSError as exc:
+                raise ChannelClosedError(f"connection lost: {exc}") from exc
+            if not k:
+                raise ChannelClosedError("connection closed by peer")
+            return end + k
+
+    async def readinto(self, dest: memoryview, poly: Poly1305 | None = None) -> None:
+        n = len(dest)
+        pos = self.conn.unstage(dest, poly)
+        while True:
+            pos = Conn._fill(self.sock, dest, pos, poly)
+            if pos == n:
+                return
+            self.wait()
+
+
+T = TypeVar("T")
+
+
+def drive(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (one over :class:`BlockingReads`) to its end."""
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("a blocking read suspended")

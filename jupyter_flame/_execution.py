@@ -406,7 +406,7 @@ class Executor:
                 if inspect.iscoroutine(result):
                     loop = job.loop = asyncio.new_event_loop()
                     result = loop.run_until_complete(result)
-            packed = pack(result)
+            packed = pack(result, digest=False)  # a call's result is never cached
         except BaseException as exc:
             return Done(msg.task, ok=False, error=error_info(exc), cache=self.cache.view(),
                         elapsed=time.perf_counter() - start)

@@ -45,7 +45,7 @@ import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from ._conn import ChannelClosedError, Conn
+from ._conn import BlockingReads, ChannelClosedError, Conn
 from .errors import ChannelAuthError
 
 MAGIC = b"JFLM"
@@ -210,7 +210,8 @@ class FrameOpener:
         self.seq += 1
         return payload_len, lengths, fk
 
-    async def read(self, conn: Conn) -> tuple[bytes | memoryview, list[pickle.PickleBuffer], int]:
+    async def read(self, conn: Conn | BlockingReads
+                   ) -> tuple[bytes | memoryview, list[pickle.PickleBuffer], int]:
         """Read and verify one frame; return its payload, its buffers and its size on the wire.
 
         Buffers are fresh numpy memory (writable). ``mid_frame`` tells whether a failure left

@@ -17,8 +17,10 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any
+from typing import Any, NoReturn
 
+from ._baton import PARKED, ReadBaton
+from ._conn import ChannelClosedError
 from .protocol import (
     Call,
     Configure,
@@ -56,6 +58,10 @@ _FLUSH = object()  # outbox marker: everything before it has been sent
 _MAX_QUEUED_TEXT = 32 * 1024 * 1024  # characters of output queued before writers wait
 
 
+class _TaskQueued(Exception):
+    """The main thread stops reading the channel: a task is queued for it."""
+
+
 class Runner:
     """One runner process's life, from dialling the parent to exiting; see
     :mod:`jupyter_flame.runner` for the threads and the rules."""
@@ -77,6 +83,12 @@ class Runner:
         self._finishing = 0  # tasks no longer running whose Done is still being sent
         self._main_busy = False
         self._main_jobs: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        # written to when a task is queued for the main thread while it reads the channel
+        self._main_wake = socket.socketpair()
+        for end in self._main_wake:
+            end.setblocking(False)
+        self._baton: Any = None
+        self._io_tasks: list[asyncio.Task[None]] = []
         self._main_job: Job | None = None
         self._main_ident = threading.get_ident()
         self._ready = threading.Event()
@@ -112,13 +124,13 @@ class Runner:
             self._terminate(EXIT_INTERNAL, "could not start IPython on the runner")
         self._ready.set()
         while True:
-            job = self._main_jobs.get()
-            self._reassert_signals()  # a cell may have replaced our handlers
+            job = self._next_main_job()
             self._main_job = job
             try:
                 self._run_job(job)
             finally:
                 self._main_job = None
+                self._reassert_signals()  # the task may have replaced our handlers
 
     async def _connect(self) -> None:
         from .channel import connect
@@ -140,6 +152,8 @@ class Runner:
             try:
                 self._channel = await connect(env.host, env.port, env.key, env.runner_id,
                                               timeout=remaining)
+                self._baton = ReadBaton(self._channel, self._loop, self._on_frame,
+                                        self._read_failed)
                 return
             except ChannelAuthError as exc:
                 raise _Fatal(
@@ -265,13 +279,9 @@ class Runner:
     # --- the I/O thread ------------------------------------------------------------------
     async def _serve(self) -> None:
         self._last_frame = time.monotonic()
-        sender = asyncio.create_task(self._sender())
-        watchdog = asyncio.create_task(self._watchdog())
-        try:
-            await self._receiver()
-        finally:
-            sender.cancel()
-            watchdog.cancel()
+        self._io_tasks = [asyncio.create_task(self._sender()),
+                          asyncio.create_task(self._watchdog())]
+        self._baton.take()  # the main thread takes the channel over once it is ready
 
     async def _sender(self) -> None:
         from .channel import ChannelClosedError
@@ -304,27 +314,31 @@ class Runner:
                 with self._space:
                     self._sent += 1
 
-    async def _receiver(self) -> None:
+    async def _read_failed(self, exc: BaseException) -> bool:
+        """The I/O thread's reading failed: exit, or (a message that cannot be loaded) go on."""
+        if self._fatal_read(exc):
+            return False
+        _log(f"jupyter-flame runner: dropped a message that cannot be loaded: {exc!r}")
+        self._last_frame = time.monotonic()
+        return True
+
+    def _fatal_read(self, exc: BaseException) -> bool:
+        """Exit for an error that ends reading (from any thread); False for other errors."""
         from .channel import ChannelClosedError
         from .errors import ChannelAuthError
 
-        while True:
-            try:
-                msg = await self._channel.recv()
-            except ChannelAuthError as exc:
-                self._terminate(EXIT_AUTH, f"a frame from the parent failed authentication: {exc}")
-                return
-            except (ChannelClosedError, OSError, EOFError) as exc:
-                if not self._leaving:
-                    reason = f"the connection to the parent closed ({exc})"
-                    self._terminate(EXIT_PARENT_LOST, reason)
-                return
-            except Exception as exc:  # a message we cannot unpickle: say so, keep serving
-                _log(f"jupyter-flame runner: dropped a message that cannot be loaded: {exc!r}")
-                self._last_frame = time.monotonic()
-                continue
-            self._last_frame = time.monotonic()
-            self._dispatch(msg)
+        if isinstance(exc, ChannelAuthError):
+            self._terminate(EXIT_AUTH, f"a frame from the parent failed authentication: {exc}")
+            return True
+        if isinstance(exc, (ChannelClosedError, OSError, EOFError)):
+            if not self._leaving:
+                self._terminate(EXIT_PARENT_LOST, f"the connection to the parent closed ({exc})")
+            return True
+        return False
+
+    def _on_frame(self, msg: object) -> None:
+        self._last_frame = time.monotonic()
+        self._dispatch(msg)
 
     def _dispatch(self, msg: object) -> None:
         if isinstance(msg, (Execute, Call)):
@@ -376,6 +390,8 @@ class Runner:
                     EXIT_PARENT_LOST,
                     f"no message from the parent for {timeout:g} s (parent_timeout): it is gone",
                 )
+            if self._baton.holder == PARKED and (self._main_busy or self._running):
+                self._baton.take()  # a task runs: read interrupts and heartbeats meanwhile
             if cfg.idle_shutdown_after is None or self._idle_pending or self._stopping:
                 continue
             with self._lock:
@@ -436,9 +452,68 @@ class Runner:
             self._main_busy = True
             job.on_main = True
             self._main_jobs.put(job)
+            if threading.get_ident() != self._main_ident:
+                try:
+                    self._main_wake[1].send(b"\0")
+                except OSError:  # full: the main thread has plenty of wake-ups pending
+                    pass
         else:
             name = f"flame-task-{job.task}"
             threading.Thread(target=self._run_job, args=(job,), name=name, daemon=True).start()
+
+    # --- the main thread reads while it waits for a task ----------------------------------
+    def _next_main_job(self) -> Job:
+        """The main thread's next task. While there is none, the main thread reads the
+        channel itself, so that a task arriving wakes this thread alone (see ``_baton``)."""
+        while True:
+            try:
+                return self._main_jobs.get_nowait()
+            except queue.Empty:
+                pass
+            try:
+                if not self._baton.acquire(self._main_wake_check):
+                    raise RuntimeError("the runner's channel is read by another thread")
+            except _TaskQueued:
+                continue
+            except ChannelClosedError:
+                self._idle_forever()
+            try:
+                self._read_until_task()
+            finally:
+                self._baton.release()
+
+    def _read_until_task(self) -> None:
+        channel = self._channel
+        reads = self._baton.reads(self._main_wake_check, (self._main_wake[0].fileno(),))
+        while self._main_jobs.empty():
+            try:
+                msg = channel.recv_blocking(reads)
+            except _TaskQueued:
+                return
+            except Exception as exc:
+                if not self._fatal_read(exc):
+                    _log(f"jupyter-flame runner: dropped a message that cannot be loaded: "
+                         f"{exc!r}")
+                    continue
+                self._idle_forever()  # the I/O thread is ending the process
+            self._last_frame = time.monotonic()
+            if isinstance(msg, (Execute, Call, Configure)):
+                self._dispatch(msg)  # now, in order: a task may follow at once
+            else:
+                self._baton.hand_to_loop(msg)
+
+    def _main_wake_check(self) -> None:
+        try:
+            self._main_wake[0].recv(4096)
+        except OSError:
+            pass
+        if not self._main_jobs.empty() and not self._channel.mid_frame:
+            raise _TaskQueued
+
+    def _idle_forever(self) -> NoReturn:
+        """Wait for the I/O thread to end the process (the channel is gone)."""
+        while True:
+            time.sleep(3600)
 
     def _interrupt(self, task: int) -> None:
         job = self._jobs.get(task)

@@ -76,8 +76,11 @@ class OutputRouter:
 
     def task_finished(self, task: int) -> None:
         """Send the task's remaining text; later output goes elsewhere."""
-        for pump in self.pumps:
-            pump.sync()
+        if self.pumps:
+            ready = select.select([p.fd for p in self.pumps], [], [], 0)[0]
+            for pump in self.pumps:
+                if pump.busy or pump.fd in ready:  # else it holds nothing: spare the lock
+                    pump.sync()
         with self._lock:
             self._flush_locked(task)
             if task in self._running:
@@ -320,6 +323,15 @@ class _FdPump:
         self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
         self._eof = False
         threading.Thread(target=self._pump, name=f"flame-fd{fd}", daemon=True).start()
+
+    @property
+    def fd(self) -> int:
+        return self._read_end
+
+    @property
+    def busy(self) -> bool:
+        """Whether the pump thread is routing what it read (it holds the lock meanwhile)."""
+        return self._lock.locked()
 
     def sync(self, timeout: float = 0.5) -> None:
         if self._lock.acquire(timeout=timeout):

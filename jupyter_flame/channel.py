@@ -24,11 +24,12 @@ import pickle
 import socket
 import threading
 from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from ._conn import ChannelClosedError, Conn
+from ._conn import BlockingReads, ChannelClosedError, Conn, drive
 from ._framing import (
     FRAME_TAG_SIZE,
     MAX_RUNNER_ID,
@@ -278,23 +279,55 @@ class Channel:
             A frame failed its MAC, sequence or size check; the channel is closed.
         """
         async with self._recv_lock:
-            if self.closed:
-                raise ChannelClosedError(f"channel to {self.peer_id!r} is closed")
-            try:
-                payload, buffers, nbytes = await self._opener.read(self._conn)
-            except ChannelAuthError as exc:
-                self.close()
-                exc.runner = exc.runner or self.peer_id
-                raise
-            except ChannelClosedError:
-                self.close()
-                raise
-            except BaseException:
-                if self._opener.mid_frame:
-                    self.close()  # a partially read frame leaves the stream unusable
-                raise
-            self.bytes_received += nbytes
-            self.frames_received += 1
+            return self._loaded(await self._guard(self._opener.read(self._conn)))
+
+    def blocking_reads(self, check: Callable[[], None], wake_fds: tuple[int, ...] = (),
+                       interval: float = 0.2) -> BlockingReads:
+        """Reads for a thread that waits on the socket itself (see :meth:`recv_blocking`);
+        close them (a ``with`` block) when done. ``check`` is called while waiting, every
+        ``interval`` seconds and when one of ``wake_fds`` is readable; it may raise to stop."""
+        return BlockingReads(self._conn, check, wake_fds, interval)
+
+    def recv_blocking(self, reads: BlockingReads) -> object:
+        """Receive the next message in the calling thread, blocking (see :meth:`recv`).
+
+        Only one party reads a channel at a time: the caller must own its reading (see
+        :mod:`jupyter_flame._baton`). Whatever ``check`` raises while no frame is half read
+        propagates and leaves the channel usable; an exception in the middle of a frame
+        closes the channel.
+        """
+        return self._loaded(drive(self._guard(self._opener.read(reads))))
+
+    @property
+    def mid_frame(self) -> bool:
+        """Whether a frame is half read (reading may change hands only between frames)."""
+        return self._opener.mid_frame
+
+    async def _guard(self, reading: Awaitable[tuple[bytes | memoryview,
+                                                     list[pickle.PickleBuffer], int]]
+                     ) -> tuple[bytes | memoryview, list[pickle.PickleBuffer], int]:
+        if self.closed:
+            if isinstance(reading, Coroutine):
+                reading.close()
+            raise ChannelClosedError(f"channel to {self.peer_id!r} is closed")
+        try:
+            return await reading
+        except ChannelAuthError as exc:
+            self.close()
+            exc.runner = exc.runner or self.peer_id
+            raise
+        except ChannelClosedError:
+            self.close()
+            raise
+        except BaseException:
+            if self._opener.mid_frame:
+                self.close()  # a partially read frame leaves the stream unusable
+            raise
+
+    def _loaded(self, frame: tuple[bytes | memoryview, list[pickle.PickleBuffer], int]) -> object:
+        payload, buffers, nbytes = frame
+        self.bytes_received += nbytes
+        self.frames_received += 1
         return pickle.loads(payload, buffers=buffers)
 
     # --- closing -------------------------------------------------------------------------

@@ -64,7 +64,7 @@ class _HasPayload(Protocol):
 # -- packing ------------------------------------------------------------------------------------
 
 
-def pack(value: object, *, name: str | None = None) -> Packed:
+def pack(value: object, *, name: str | None = None, digest: bool = True) -> Packed:
     """Serialize ``value`` for a runner.
 
     Parameters
@@ -73,6 +73,9 @@ def pack(value: object, *, name: str | None = None) -> Packed:
         Any picklable object.
     name:
         The variable's name, used in the error message (``None`` for function arguments).
+    digest:
+        Whether to compute :attr:`Packed.digest` (needed only by values the runner may cache;
+        ``False`` for calls and their results, which are never cached).
 
     Raises
     ------
@@ -80,11 +83,19 @@ def pack(value: object, *, name: str | None = None) -> Packed:
         The value cannot be pickled; the message names the variable, its type, the reason and
         (best effort) the part of the value that failed.
     """
+    if type(value) in _PLAIN:  # what cloudpickle would write too, without its Python layer
+        payload = pickle.dumps(value, protocol=PROTOCOL)
+        return Packed(payload, (), _digest_views(payload, []) if digest else "", len(payload),
+                      type(value).__name__)
     register_local_modules()
-    return _pack(value, name)
+    return _pack(value, name, digest)
 
 
-def _pack(value: object, name: str | None) -> Packed:
+_PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
+"""Types whose pickle holds no reference to code, so plain ``pickle`` writes them as is."""
+
+
+def _pack(value: object, name: str | None, digest: bool = True) -> Packed:
     buffers: list[PickleBuffer] = []
     try:
         payload = cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=buffers.append)
@@ -94,7 +105,7 @@ def _pack(value: object, name: str | None) -> Packed:
     return Packed(
         payload=payload,
         buffers=tuple(buffers),
-        digest=_digest_views(payload, views),
+        digest=_digest_views(payload, views) if digest else "",
         nbytes=len(payload) + sum(v.nbytes for v in views),
         type_name=type_name(value),
     )
