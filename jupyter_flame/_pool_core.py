@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,11 +81,16 @@ class PoolCore:
         self.boots = 0
         self.boot_failures = 0
         self.tasks_done = 0
+        self.direct_calls = 0  # calls whose thread sent them and read the reply (see _direct)
         self.started = False
         self._start_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._unsubscribe: Callable[[], None] | None = None
         self._background: set[asyncio.Future[Any]] = set()
+        # Guards runner loads and the decisions that read them: Pool.call checks runners out
+        # from its own thread (see _direct), everything else runs on the flame loop.
+        self.mutex = threading.Lock()
+        self._last_taken: RunnerLink | None = None
 
     # -- start -------------------------------------------------------------------------------
     async def ensure_started(self) -> None:
@@ -119,7 +125,7 @@ class PoolCore:
     def _loads(self) -> list[scaling.RunnerLoad]:
         return [
             scaling.RunnerLoad(s.id, s.load, accepting=s.state == "live")
-            for s in self.slots.values()
+            for s in list(self.slots.values())  # a copy: Pool.call reads it from its thread
             if s.link is not None and s.state == "live" and s.link.alive
         ]
 
@@ -158,31 +164,75 @@ class PoolCore:
                 self.waiters.remove(fut)
 
     def _take(self) -> RunnerLink | None:
-        choice = scaling.choose_runner(self._loads(), self.options.max_concurrency)
-        if choice is None:
-            return None
-        link = self.slots[choice].link
-        assert link is not None
-        link.load += 1
-        self.backend.emit(link.handle, "busy")
+        link = self.take_now()
+        if link is not None:
+            self.backend.emit(link.handle, "busy")
         return link
 
+    def take_now(self) -> RunnerLink | None:
+        """The least-loaded runner with a free slot, its load counted, or ``None``; from any
+        thread (the caller emits ``busy`` on the loop)."""
+        with self.mutex:
+            last = self._last_taken
+            if last is not None and last.load == 0 and last.alive:  # none is less loaded
+                slot = self.slots.get(last.id)
+                if slot is not None and slot.state == "live" and slot.link is last:
+                    last.load = 1
+                    return last
+            choice = scaling.choose_runner(self._loads(), self.options.max_concurrency)
+            slot = None if choice is None else self.slots.get(choice)
+            if slot is None or slot.link is None:
+                return None
+            slot.link.load += 1
+            self._last_taken = slot.link
+            return slot.link
+
+    def untake(self, link: RunnerLink) -> None:
+        """Undo :meth:`take_now` (nothing was sent)."""
+        with self.mutex:
+            link.load = max(0, link.load - 1)
+
+    def count_checkin(self, link: RunnerLink) -> None:
+        """The load part of :meth:`checkin`, from any thread."""
+        with self.mutex:
+            link.load = max(0, link.load - 1)
+            self.tasks_done += 1
+
+    def direct_checkin(self, link: RunnerLink, done: Done) -> bool:
+        """Check in after a call sent from another thread (see ``_direct``); ``True`` when
+        the loop must follow up with :meth:`after_checkin` (waiters, retirement)."""
+        with self.mutex:
+            link.load = max(0, link.load - 1)
+            self.tasks_done += 1
+            self.direct_calls += 1
+            link.note_done(done)
+            slot = self.slots.get(link.id)
+            return (bool(self.waiters) or self.options.single_use or slot is None
+                    or slot.state != "live" or not link.alive or self._over_max())
+
     def checkin(self, link: RunnerLink) -> None:
-        link.load = max(0, link.load - 1)
-        self.tasks_done += 1
+        self.count_checkin(link)
+        self.after_checkin(link)
+
+    def after_checkin(self, link: RunnerLink) -> None:
+        """The decisions of :meth:`checkin` once the load is counted (on the loop)."""
         slot = self.slots.get(link.id)
         if slot is None or not link.alive:
             self.dispatch()
             return
-        if self.options.single_use or slot.state == "retiring" or self._over_max():
-            if link.load == 0:
-                self.retire(slot, "single use" if self.options.single_use else "retired")
-        elif link.load == 0:
+        with self.mutex:
+            retire = link.load == 0 and (self.options.single_use or slot.state == "retiring"
+                                         or self._over_max())
+            if retire:
+                slot.state = "retiring"
+        if retire:
+            self.retire(slot, "single use" if self.options.single_use else "retired")
+        elif link.load == 0 and slot.state == "live":
             self.backend.emit(link.handle, "idle")
         self.dispatch()
 
     def _over_max(self) -> bool:
-        live = [s for s in self.slots.values() if s.state in ("live", "booting")]
+        live = [s for s in list(self.slots.values()) if s.state in ("live", "booting")]
         return len(live) > self.options.max
 
     def dispatch(self) -> None:
@@ -354,9 +404,10 @@ class PoolCore:
         if slot is None or slot.state != "live" or self.waiters:
             return False
         live = sum(1 for s in self.slots.values() if s.state == "live")
-        if not scaling.may_retire(live=live, min=self.options.min, load=link.load):
-            return False
-        slot.state = "retiring"
+        with self.mutex:  # not while Pool.call checks it out from another thread
+            if not scaling.may_retire(live=live, min=self.options.min, load=link.load):
+                return False
+            slot.state = "retiring"
         self.backend.emit(link.handle, "stopping", reason="Idle",
                           message=f"idle for {idle_for:.0f} s")
         asyncio.get_running_loop().call_later(
@@ -434,13 +485,10 @@ class PoolCore:
                     done = await asyncio.wait_for(link.run(msg, on_output), remaining)
                 except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
                     abandoned = True
-                    self._spawn(self._abandon(link, task))
+                    self.give_up(link, task)
                     if isinstance(exc, asyncio.CancelledError):
                         raise
-                    raise FlameTimeoutError(
-                        f"The task on runner {link.id} did not finish within {timeout:g} s "
-                        "(timeout); it was interrupted. Raise --timeout.",
-                        pool=self.name, runner=link.id) from None
+                    raise self.task_timeout(link, timeout) from None
                 if (not done.ok and done.error is not None
                         and done.error.ename == "FlameCacheMiss" and attempt == 0):
                     link.cache = {}
@@ -451,6 +499,16 @@ class PoolCore:
         finally:
             if not abandoned:
                 self.checkin(link)
+
+    def give_up(self, link: RunnerLink, task: int) -> None:
+        """The caller gave up on ``task`` (on the loop): interrupt it; the runner comes back
+        once it answers, or is killed after ``interrupt_grace``."""
+        self._spawn(self._abandon(link, task))
+
+    def task_timeout(self, link: RunnerLink, timeout: float | None) -> FlameTimeoutError:
+        return FlameTimeoutError(
+            f"The task on runner {link.id} did not finish within {timeout:g} s "
+            "(timeout); it was interrupted. Raise --timeout.", pool=self.name, runner=link.id)
 
     async def _abandon(self, link: RunnerLink, task: int) -> None:
         await link.interrupt(task)
@@ -476,7 +534,11 @@ class PoolCore:
         for slot in sorted(live, key=lambda s: s.load):
             if excess <= 0:
                 break
-            if slot.load == 0:
+            with self.mutex:
+                idle = slot.load == 0
+                if idle:
+                    slot.state = "retiring"
+            if idle:
                 self.retire(slot, "pool resized")
                 excess -= 1
         self.min_suspended = False

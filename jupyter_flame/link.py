@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ._baton import THREAD, ReadBaton
 from .backends.base import RunnerHandle, describe_exit
 from .errors import ChannelAuthError, RunnerLostError
 from .protocol import (
@@ -80,15 +81,19 @@ class RunnerLink:
         self._ids = itertools.count(1)
         self._pending: dict[int, tuple[asyncio.Future[Done], OutputCallback | None]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
-        self.lost: asyncio.Future[RunnerLostError] = asyncio.get_running_loop().create_future()
+        self._replies: set[asyncio.Task[Any]] = set()
+        loop = asyncio.get_running_loop()
+        self.lost: asyncio.Future[RunnerLostError] = loop.create_future()
         self._closing = False
+        # Who reads the channel: the loop, or a thread inside Pool.call (see _baton, _direct)
+        self.baton = ReadBaton(channel, loop, self.handle_message, self._read_failed)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self, config: Configure) -> None:
         """Send the configuration and start reading, heartbeats and the exit watch."""
         await self.configure(config)
+        self.baton.take()
         self._tasks = [
-            asyncio.ensure_future(self._read()),
             asyncio.ensure_future(self._heartbeat()),
             asyncio.ensure_future(self._watch_exit()),
         ]
@@ -110,11 +115,12 @@ class RunnerLink:
             raise self.lost.result()
         fut: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
         self._pending[msg.task] = (fut, on_output)
+        self.baton.take()  # the loop reads the reply (once a thread reading lets go)
         try:
             await self.channel.send(msg)
         except (ConnectionError, OSError) as exc:
             self._pending.pop(msg.task, None)
-            err = await self._lose(exc)
+            err = await self.lose(exc)
             raise err from exc
         try:
             # shielded: if the caller gives up (cancel, timeout) the task still runs on the
@@ -158,38 +164,54 @@ class RunnerLink:
         self._finish(RunnerLostError(f"Runner {self.id} was shut down ({reason}).",
                                      pool=self.pool, runner=self.id))
 
+    def adopt(self, task: int) -> None:
+        """Expect the Done of a task a thread sent and gave up on (see :meth:`settle`)."""
+        fut: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
+        self._pending[task] = (fut, None)
+
+    def note_done(self, msg: Done) -> None:
+        """Account for a task's Done (whoever read it)."""
+        self.tasks_done += 1
+        if msg.cache or msg.ok:
+            self.cache = dict(msg.cache)
+        self.last_used = time.monotonic()
+
     # -- internals ---------------------------------------------------------------------------
-    async def _read(self) -> None:
+    def handle_message(self, msg: object) -> None:
+        """One message from the runner, in the loop's thread (whoever read it)."""
+        if isinstance(msg, (Stream, Display, ClearOutput)):
+            entry = self._pending.get(msg.task)
+            if entry is not None and entry[1] is not None:
+                try:
+                    entry[1](msg)
+                except Exception:  # a broken display must not kill the runner link
+                    log.exception("output callback failed")
+        elif isinstance(msg, Done):
+            self.note_done(msg)
+            entry = self._pending.get(msg.task)
+            if entry is not None and not entry[0].done():
+                entry[0].set_result(msg)
+        elif isinstance(msg, Pong):
+            self.last_rtt = time.monotonic() - msg.sent
+        elif isinstance(msg, IdleRequest):
+            ok = False
+            if self.on_idle_request is not None and not self._pending:
+                ok = self.on_idle_request(self, msg.idle_for)
+            reply = asyncio.ensure_future(self._reply(IdleReply(ok)))
+            self._replies.add(reply)
+            reply.add_done_callback(self._replies.discard)
+        else:
+            log.warning("runner %s sent an unexpected %r", self.id, type(msg).__name__)
+
+    async def _reply(self, msg: object) -> None:
         try:
-            while True:
-                msg = await self.channel.recv()
-                if isinstance(msg, (Stream, Display, ClearOutput)):
-                    entry = self._pending.get(msg.task)
-                    if entry is not None and entry[1] is not None:
-                        try:
-                            entry[1](msg)
-                        except Exception:  # a broken display must not kill the runner link
-                            log.exception("output callback failed")
-                elif isinstance(msg, Done):
-                    self.tasks_done += 1
-                    if msg.cache or msg.ok:
-                        self.cache = dict(msg.cache)
-                    entry = self._pending.get(msg.task)
-                    if entry is not None and not entry[0].done():
-                        entry[0].set_result(msg)
-                elif isinstance(msg, Pong):
-                    self.last_rtt = time.monotonic() - msg.sent
-                elif isinstance(msg, IdleRequest):
-                    ok = False
-                    if self.on_idle_request is not None and not self._pending:
-                        ok = self.on_idle_request(self, msg.idle_for)
-                    await self.channel.send(IdleReply(ok))
-                else:
-                    log.warning("runner %s sent an unexpected %r", self.id, type(msg).__name__)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # ChannelAuthError included: _lose says so
-            await self._lose(exc)
+            await self.channel.send(msg)
+        except Exception as exc:
+            await self.lose(exc)
+
+    async def _read_failed(self, exc: BaseException) -> bool:
+        await self.lose(exc)  # ChannelAuthError included: _lose says so
+        return False
 
     async def _heartbeat(self) -> None:
         assert self.config is not None
@@ -199,23 +221,32 @@ class RunnerLink:
                 await asyncio.sleep(interval)
                 if not self.alive:
                     return
+                parked = self.baton.parked_for()
+                if parked is not None and parked >= interval:
+                    self.baton.take()  # calls stopped: read idle requests and the runner's exit
                 await self.channel.send(Ping(time.monotonic()))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            await self._lose(exc)
+            await self.lose(exc)
 
     async def _watch_exit(self) -> None:
         code = await asyncio.shield(self.handle.exited)
         # The process may exit right after its last frames (a single-use runner sends Done,
         # then exits): let the reader take what is still in the socket, up to its EOF, before
-        # anything pending is declared lost.
-        reader = self._tasks[0]
-        if not reader.done():
-            await asyncio.wait({reader}, timeout=1.0)
-        await self._lose(None, code)
+        # anything pending is declared lost. A thread reading does the same for its task.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 1.0
+        while self.baton.holder == THREAD and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        self.baton.take()
+        reader = self.baton.task
+        if reader is not None and not reader.done():
+            await asyncio.wait({reader}, timeout=max(0.05, deadline - loop.time()))
+        await self.lose(None, code)
 
-    async def _lose(self, exc: BaseException | None, code: int | None = None) -> RunnerLostError:
+    async def lose(self, exc: BaseException | None, code: int | None = None) -> RunnerLostError:
+        """Declare the runner lost (once); return the error its tasks fail with."""
         if self.lost.done():
             return self.lost.result()
         if code is None and not self._closing:
@@ -248,6 +279,7 @@ class RunnerLink:
         for task in self._tasks:
             if task is not current:
                 task.cancel()
+        self.baton.close()
         try:
             self.channel.close()
         except Exception:

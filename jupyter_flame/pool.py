@@ -44,11 +44,12 @@ from collections.abc import Callable
 from typing import Any
 
 from . import _loop
+from ._direct import try_call
 from ._pool_core import PoolCore, PoolOptions
 from .backends.base import Backend, RunnerSpec
 from .errors import ConfigError, FlameError
 from .link import RunnerLink
-from .protocol import Call, Done
+from .protocol import Call, Done, Packed
 from .remote import raise_remote, rebuild_error
 
 __all__ = ["Pool", "all_pools", "default_backend", "get_pool", "kernel_id", "shutdown_all"]
@@ -247,14 +248,17 @@ class Pool(concurrent.futures.Executor):
         The function and its arguments are serialized now, in the caller's thread, so a value
         that cannot travel fails here with :class:`~jupyter_flame.errors.SerializationError`.
         """
+        # Cancelling this future cancels the task on the flame loop, which interrupts the
+        # function on its runner.
+        return _loop.submit(self._call(self._pack_call(fn, args, kwargs)))
+
+    def _pack_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Packed:
         from .shipping import pack
 
         if self.closed:
             raise RuntimeError(f"cannot schedule new futures after pool '{self.name}' shut down")
-        packed = pack((fn, args, kwargs))
-        # Cancelling this future cancels the task on the flame loop, which interrupts the
-        # function on its runner.
-        return _loop.submit(self._call(packed))
+        return pack((fn, args, kwargs), digest=False)  # a call is never cached
 
     async def _call(self, packed: Any) -> Any:
 
@@ -265,8 +269,16 @@ class Pool(concurrent.futures.Executor):
         return _call_result(done, link)
 
     def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(*args, **kwargs)`` on a runner and return its result (FLAME's ``call``)."""
-        fut = self.submit(fn, *args, **kwargs)
+        """Run ``fn(*args, **kwargs)`` on a runner and return its result (FLAME's ``call``).
+
+        With a runner free and nothing queued, the calling thread sends the call and reads
+        the reply itself (see :mod:`jupyter_flame._direct`); otherwise it waits its turn.
+        """
+        packed = self._pack_call(fn, args, kwargs)
+        direct = try_call(self._core, packed)
+        if direct is not None:
+            return _call_result(direct[1], direct[0])
+        fut = _loop.submit(self._call(packed))
         try:
             return fut.result()
         except KeyboardInterrupt:

@@ -66,6 +66,7 @@ def pool_status(pool: Pool) -> dict[str, Any]:
         "boots": core.boots,
         "boot_failures": core.boot_failures,
         "tasks_done": core.tasks_done,
+        "direct_calls": core.direct_calls,
         "last_error": str(core.last_error) if core.last_error is not None else None,
         "last_transfer": pool.last_transfer,
     }
@@ -103,7 +104,9 @@ def render_text(statuses: Iterable[dict[str, Any]]) -> str:
                   f"idle_shutdown_after={_fmt(st['idle_shutdown_after'])}s")
         state = "shut down" if st["closed"] else f"{len(st['runners'])} runner(s)"
         out.append(f"Pool {st['name']!r} [{st['backend']}; {st['spec']}] {limits}: {state}, "
-                   f"{st['waiting']} waiting, {st['tasks_done']} task(s) done")
+                   f"{st['waiting']} waiting, {st['tasks_done']} task(s) done"
+                   + (f" ({st['direct_calls']} calls sent by the calling thread itself)"
+                      if st["direct_calls"] else ""))
         if st["runners"]:
             out.append(f"  {'runner':<28} {'phase':<10} {'busy':<6} {'where':<22} {'gpus':<8} "
                        f"{'age':>7} {'idle left':>9}")
