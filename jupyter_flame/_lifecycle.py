@@ -525,11 +525,10 @@ class Runner:
             job.raise_in_thread()
 
     def _run_job(self, job: Job) -> None:
-        from ._execution import error_info
-        from ._outputs import current_task
-        from .channel import ChannelClosedError
-
         self._ready.wait()
+        from ._execution import error_info  # loaded by _prepare: these are lookups
+        from ._outputs import current_task
+
         # Single use is decided by the configuration the task started under: a Configure that
         # arrives while this task finishes applies to the next task, not to this one.
         single_use = self.config.single_use

@@ -254,11 +254,10 @@ class Pool(concurrent.futures.Executor):
 
     def _pack_call(self, fn: Callable[..., Any], args: tuple[Any, ...],
                    kwargs: dict[str, Any]) -> Packed:
-        from .shipping import pack
-
         if self.closed:
             raise RuntimeError(f"cannot schedule new futures after pool '{self.name}' shut down")
-        return pack((fn, args, kwargs), digest=False)  # a call is never cached
+        packed: Packed = _shipping().pack((fn, args, kwargs), digest=False)  # never cached
+        return packed
 
     async def _call(self, packed: Any) -> Any:
 
@@ -331,11 +330,23 @@ async def _as_coro(fn: Callable[[], Any]) -> Any:
     return fn()
 
 
-def _call_result(done: Done, link: RunnerLink) -> Any:
-    from .shipping import unpack
+def _shipping() -> Any:
+    """:mod:`jupyter_flame.shipping`, imported on first use (it loads cloudpickle, which
+    ``%load_ext`` need not pay for)."""
+    global _shipping_module
+    if _shipping_module is None:
+        from . import shipping
 
+        _shipping_module = shipping
+    return _shipping_module
+
+
+_shipping_module: Any = None
+
+
+def _call_result(done: Done, link: RunnerLink) -> Any:
     if done.ok:
-        return unpack(done.value) if done.value is not None else None
+        return _shipping().unpack(done.value) if done.value is not None else None
     assert done.error is not None
     raise_remote(rebuild_error(done.error, pool=link.pool, runner=link.id))
 

@@ -60,8 +60,6 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,22 +192,25 @@ class Job:
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None  # the cell's private loop, if any
 
-    @contextmanager
-    def user_code(self) -> Iterator[None]:
-        """Mark the span in which an interrupt may raise ``KeyboardInterrupt``."""
+    def user_code(self) -> Job:
+        """Mark the span in which an interrupt may raise ``KeyboardInterrupt``: use as
+        ``with job.user_code():`` (a plain context manager: this sits on every task's path)."""
+        return self
+
+    def __enter__(self) -> None:
         with self._lock:
             self.in_user_code = True
             interrupted = self.interrupted
-        try:
-            if interrupted:
-                raise KeyboardInterrupt
-            yield
-        finally:
-            with self._lock:
-                self.in_user_code = False
-                if self._async_sent and self.thread_id is not None:
-                    _set_async_exc(self.thread_id, None)  # not delivered yet: withdraw it
-                self._async_sent = False
+        if interrupted:
+            self.__exit__()
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.in_user_code = False
+            if self._async_sent and self.thread_id is not None:
+                _set_async_exc(self.thread_id, None)  # not delivered yet: withdraw it
+            self._async_sent = False
 
     def request_interrupt(self) -> bool:
         """Flag the job; return whether it is in user code right now (then deliver a signal)."""
