@@ -56,7 +56,7 @@ class ReadBaton:
                  on_message: Callable[[object], None],
                  on_failure: Callable[[BaseException], Awaitable[bool]]) -> None:
         self.channel = channel
-        self.loop = self._loop = loop
+        self.loop = loop
         self._on_message = on_message
         self._on_failure = on_failure
         self._lock = threading.Lock()
@@ -96,7 +96,7 @@ class ReadBaton:
                 self._loop_wanted = True
                 return
             self._holder = LOOP
-        self._task = self._loop.create_task(self._read())
+        self._task = self.loop.create_task(self._read())
         # a callback, not a ``finally``: a task cancelled before its first step runs no code
         self._task.add_done_callback(self._read_ended)
 
@@ -206,6 +206,6 @@ class ReadBaton:
 
     def _call_soon(self, fn: Callable[..., None], *args: Any) -> None:
         try:
-            self._loop.call_soon_threadsafe(fn, *args)
+            self.loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # the loop is closed: the process is on its way out
             pass

@@ -293,12 +293,6 @@ class BlockingReads:
     def close(self) -> None:
         self.sock.close()
 
-    def __enter__(self) -> BlockingReads:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def wait(self) -> None:
         """Block until the socket is readable (or ``check`` raises)."""
         fd = self.sock.fileno()

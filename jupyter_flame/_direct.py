@@ -84,8 +84,7 @@ def try_call(core: PoolCore, packed: Packed) -> tuple[RunnerLink, Done] | None:
             core.untake(link)  # another thread waits on this runner: queue up on the loop
             return None
     except BaseException as exc:
-        core.count_checkin(link)
-        loop.call_soon_threadsafe(core.after_checkin, link)
+        _checkin(core, link)
         if isinstance(exc, _Lost):
             raise _lost_error(link, None) from None
         if isinstance(exc, _Expired):
@@ -104,8 +103,7 @@ def try_call(core: PoolCore, packed: Packed) -> tuple[RunnerLink, Done] | None:
     except (_Expired, KeyboardInterrupt) as exc:
         if channel.closed:  # interrupted in the middle of a frame: the channel is unusable
             link.baton.release()
-            core.count_checkin(link)
-            loop.call_soon_threadsafe(core.after_checkin, link)
+            _checkin(core, link)
             raise
         # The task runs on: let the loop interrupt it and take the runner back when it answers.
         loop.call_soon_threadsafe(_give_up, core, link, task)
@@ -115,13 +113,18 @@ def try_call(core: PoolCore, packed: Packed) -> tuple[RunnerLink, Done] | None:
         raise
     except BaseException as exc:  # the channel broke, the runner is gone, a frame failed
         link.baton.release()
-        core.count_checkin(link)
-        loop.call_soon_threadsafe(core.after_checkin, link)
+        _checkin(core, link)
         raise _lost_error(link, None if isinstance(exc, _Lost) else exc) from None
     link.baton.release()
     if core.direct_checkin(link, reply) or announced:
         loop.call_soon_threadsafe(core.after_checkin, link)
     return link, reply
+
+
+def _checkin(core: PoolCore, link: RunnerLink) -> None:
+    """Check a runner in from the calling thread; the loop follows up (waiters, idle)."""
+    core.count_checkin(link)
+    link.baton.loop.call_soon_threadsafe(core.after_checkin, link)
 
 
 def _give_up(core: PoolCore, link: RunnerLink, task: int) -> None:

@@ -284,7 +284,7 @@ class Channel:
     def blocking_reads(self, check: Callable[[], None], wake_fds: tuple[int, ...] = (),
                        interval: float = 0.2) -> BlockingReads:
         """Reads for a thread that waits on the socket itself (see :meth:`recv_blocking`);
-        close them (a ``with`` block) when done. ``check`` is called while waiting, every
+        close them when done. ``check`` is called while waiting, every
         ``interval`` seconds and when one of ``wake_fds`` is readable; it may raise to stop."""
         return BlockingReads(self._conn, check, wake_fds, interval)
 
