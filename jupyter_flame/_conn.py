@@ -280,7 +280,12 @@ class BlockingReads:
     def __init__(self, conn: Conn, check: Callable[[], None], wake_fds: tuple[int, ...] = (),
                  interval: float = 0.2) -> None:
         self.conn = conn
-        self.sock = conn.sock.dup()
+        try:
+            if conn.closed:
+                raise OSError("closed")
+            self.sock = conn.sock.dup()
+        except OSError as exc:  # closed meanwhile (a runner leaving, a lost link)
+            raise ChannelClosedError("channel is closed") from exc
         self.check = check
         self.interval = interval
         self._poll = select.poll()

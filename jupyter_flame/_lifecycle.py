@@ -484,9 +484,12 @@ class Runner:
 
     def _read_until_task(self) -> None:
         channel = self._channel
-        reads = self._baton.reads(self._main_wake_check, (self._main_wake[0].fileno(),))
+        reads = None
         while self._main_jobs.empty():
             try:
+                if reads is None:  # the channel may close under us (single use, shutdown)
+                    reads = self._baton.reads(self._main_wake_check,
+                                              (self._main_wake[0].fileno(),))
                 msg = channel.recv_blocking(reads)
             except _TaskQueued:
                 return
