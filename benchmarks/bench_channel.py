@@ -1,4 +1,4 @@
-"""jupyter_flame.channel against the raw floor (benchmarks/rawbase.py), in one run.
+"""jupyter_flame.channel.channel against the raw floor (benchmarks/rawbase.py), in one run.
 
     python benchmarks/bench_channel.py [--quick]
 
@@ -7,7 +7,7 @@ the floor for any asyncio transport, so the share of the gap that is asyncio's s
 
 Both sides use a persistent subprocess on loopback TCP that receives ``(fn, args)`` with the
 arrays out of band and returns the result. Raw: blocking sockets, no authentication. Channel: two
-asyncio processes speaking ``Call``/``Done`` through :mod:`jupyter_flame.channel` (handshake,
+asyncio processes speaking ``Call``/``Done`` through :mod:`jupyter_flame.channel.channel` (handshake,
 every frame MAC'd: BLAKE2b small frames, Poly1305 large ones). Measured: a warm call after a
 ~50 ms pause (median, p95), back-to-back calls, and sending a 1 MiB / 100 MiB / 1 GiB uint8 array
 and getting its sum back. Samples of the three transports alternate, so they share the load.
@@ -37,8 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rawbase import RawBaseline, array_sum, raw_cold_start  # noqa: E402
 
-from jupyter_flame.channel import Channel, Listener, connect  # noqa: E402
-from jupyter_flame.protocol import Call, Done, Packed  # noqa: E402
+from jupyter_flame.channel.channel import Channel, Listener, connect  # noqa: E402
+from jupyter_flame.channel.protocol import Call, Done, Packed  # noqa: E402
 
 MiB = 1024**2
 SIZES = [("1 MiB", MiB), ("100 MiB", 100 * MiB), ("1 GiB", 1024 * MiB)]

@@ -18,10 +18,10 @@ Public names are exactly ``__all__``; they are imported lazily so ``%load_ext`` 
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from ._version import __version__ as __version__
+from jupyter_flame._lazy import lazy_exports
+from jupyter_flame._version import __version__ as __version__
 
 __all__ = [
     "Backend",
@@ -48,10 +48,10 @@ _WHERE = {
     "LifecycleEvent": "backends.base",
     "RunnerSpec": "backends.base",
     "LocalBackend": "backends.local",
-    "KubernetesBackend": "backends.kubernetes",
-    "RunnerPodTemplate": "backends.pod_template",
-    "Pool": "pool",
-    "FlameJob": "job",
+    "KubernetesBackend": "backends.kubernetes.backend",
+    "RunnerPodTemplate": "backends.kubernetes.pod_template",
+    "Pool": "pool.pool",
+    "FlameJob": "notebook.job",
     "BackendError": "errors",
     "BootError": "errors",
     "ChannelAuthError": "errors",
@@ -64,13 +64,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module 'jupyter_flame' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{where}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__, _dir = lazy_exports(__name__, _WHERE, {})
 
 
 def __dir__() -> list[str]:
@@ -82,7 +76,7 @@ def load_ipython_extension(ipython: Any) -> None:
 
     Pools shut down when the kernel exits (the first pool registers that hook).
     """
-    from .magic import FlameMagics
+    from jupyter_flame.notebook.magic import FlameMagics
 
     ipython.register_magics(FlameMagics)
 
@@ -90,7 +84,7 @@ def load_ipython_extension(ipython: Any) -> None:
 def _shutdown_pools() -> None:
     import sys
 
-    pool = sys.modules.get(f"{__name__}.pool")
+    pool = sys.modules.get(f"{__name__}.pool.pool")
     if pool is not None:  # pools exist only if the module was ever used
         pool.shutdown_all()
 

@@ -24,7 +24,7 @@ def _kube_api(namespace: str | None) -> tuple[Any, str] | None:
         return None
     from kubernetes import client
 
-    from .backends._kube_api import load_api_client
+    from jupyter_flame.backends.kubernetes.api import load_api_client
 
     api_client, config_namespace = load_api_client()
     ns = namespace or os.environ.get("POD_NAMESPACE") or config_namespace or "default"
@@ -32,14 +32,14 @@ def _kube_api(namespace: str | None) -> tuple[Any, str] | None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .backends.local import list_local_runner_records
+    from jupyter_flame.backends.local import list_local_runner_records
 
     rows: list[dict[str, Any]] = []
     for rec in list_local_runner_records():
         rows.append({"backend": "local", **rec})
     kube = None if args.local_only else _kube_api(args.namespace)
     if kube is not None:
-        from .backends.kubernetes import list_runner_pods
+        from jupyter_flame.backends.kubernetes.backend import list_runner_pods
 
         api, ns = kube
         for pod in list_runner_pods(api, ns):
@@ -58,7 +58,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from .backends.local import cleanup_local_runners
+    from jupyter_flame.backends.local import cleanup_local_runners
 
     killed = cleanup_local_runners(dead_parent_only=not args.all)
     for rec in killed:
@@ -68,7 +68,7 @@ def _cleanup(args: argparse.Namespace) -> int:
             print(f"removed stale record of runner {rec.get('runner_id')} (pid {rec.get('pid')})")
     kube = None if args.local_only else _kube_api(args.namespace)
     if kube is not None:
-        from .backends.kubernetes import cleanup_runner_pods
+        from jupyter_flame.backends.kubernetes.backend import cleanup_runner_pods
 
         api, ns = kube
         for pod in cleanup_runner_pods(api, ns, orphans_only=not args.all):
@@ -81,7 +81,7 @@ def _cleanup(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "sim":
-        from .sim.cli import main as sim_main
+        from jupyter_flame.sim.cli import main as sim_main
 
         return int(sim_main(argv[1:]) or 0)
     parser = argparse.ArgumentParser(prog="jupyter flame", description=__doc__,

@@ -12,9 +12,15 @@
     ├── SerializationError          a variable or value cannot be pickled (names it and its type)
     ├── FlameTimeoutError           waiting for a runner or a result exceeded its timeout
     ├── ChannelAuthError            a peer failed the handshake or a frame failed its MAC/sequence
+    ├── ChannelClosedError          the channel's peer is gone (EOF, reset) or it was closed
+    │                               locally (also a ConnectionError)
     ├── BackendError                the backend's infrastructure failed (Kubernetes API status,
     │                               reason and, for 403s, the RBAC fix)
     └── ConfigError                 an option has a bad value (names the option, value and fix)
+                                    (also a ValueError)
+
+    FlameWarning (UserWarning)      base of the warnings jupyter-flame emits
+    └── LargeTransferWarning        a value about to be sent to a runner is large
 
 Messages say what failed, the value, and the fix. Context attributes (``pool``, ``runner``,
 ``pod``) are set where known.
@@ -28,9 +34,12 @@ __all__ = [
     "BackendError",
     "BootError",
     "ChannelAuthError",
+    "ChannelClosedError",
     "ConfigError",
     "FlameError",
     "FlameTimeoutError",
+    "FlameWarning",
+    "LargeTransferWarning",
     "RemoteError",
     "RunnerLostError",
     "SerializationError",
@@ -211,3 +220,15 @@ class BackendError(FlameError):
 
 class ConfigError(FlameError, ValueError):
     """An option has a bad value; the message names the option, the value and the fix."""
+
+
+class ChannelClosedError(FlameError, ConnectionError):
+    """The channel's peer is gone (EOF, reset) or the channel was closed locally."""
+
+
+class FlameWarning(UserWarning):
+    """Base class of the warnings jupyter-flame emits."""
+
+
+class LargeTransferWarning(FlameWarning):
+    """A value about to be sent to a runner is large (see ``jupyter_flame.values.shipping``)."""

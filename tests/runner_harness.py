@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_flame.backends.base import BootRequest, RunnerSpec, runner_env
-from jupyter_flame.channel import Channel, ChannelClosedError, Listener
-from jupyter_flame.protocol import (
+from jupyter_flame.channel.channel import Channel, ChannelClosedError, Listener
+from jupyter_flame.channel.protocol import (
     Call,
     ClearOutput,
     Configure,
@@ -40,7 +40,7 @@ from jupyter_flame.protocol import (
     Pong,
     Stream,
 )
-from jupyter_flame.shipping import pack, unpack
+from jupyter_flame.values.shipping import pack, unpack
 
 __all__ = ["Received", "RunnerHarness", "TaskResult"]
 

@@ -8,7 +8,13 @@ import textwrap
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
-from jupyter_flame.capture import IGNORED_NAMES, CellNames, analyze, is_ignored, names_to_ship
+from jupyter_flame.values.capture import (
+    IGNORED_NAMES,
+    CellNames,
+    analyze,
+    is_ignored,
+    names_to_ship,
+)
 
 _TRANSFORM = TransformerManager()  # type: ignore[no-untyped-call]
 

@@ -19,15 +19,10 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from jupyter_flame import _framing, channel
-from jupyter_flame.channel import (
-    Channel,
-    ChannelClosedError,
-    Listener,
-    connect,
-)
+from jupyter_flame.channel import _framing, channel
+from jupyter_flame.channel.channel import Channel, ChannelClosedError, Listener, connect
+from jupyter_flame.channel.protocol import Call, Done, Packed, Ping, Stream
 from jupyter_flame.errors import ChannelAuthError
-from jupyter_flame.protocol import Call, Done, Packed, Ping, Stream
 
 HOST = "127.0.0.1"
 
@@ -162,7 +157,8 @@ async def test_subprocess_peer_round_trip() -> None:
     code = textwrap.dedent(
         """
         import asyncio, os, sys
-        from jupyter_flame.channel import connect, ChannelClosedError
+        from jupyter_flame.channel.channel import connect
+        from jupyter_flame.errors import ChannelClosedError
         async def main():
             ch = await connect(sys.argv[1], int(sys.argv[2]), bytes.fromhex(os.environ["K"]), "sub")
             try:

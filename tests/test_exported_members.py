@@ -58,7 +58,7 @@ def test_load_ext_is_light() -> None:
         "from IPython.testing.globalipapp import start_ipython\n"
         "ip = start_ipython()\n"
         "ip.run_line_magic('load_ext', 'jupyter_flame')\n"
-        "heavy = [m for m in ('kubernetes', 'cloudpickle', 'jupyter_flame.channel', 'jupyter_flame.pool') "
+        "heavy = [m for m in ('kubernetes', 'cloudpickle', 'jupyter_flame.channel.channel', 'jupyter_flame.pool.pool') "
         "if m in sys.modules]\n"
         "print(heavy)\n"
     )

@@ -24,7 +24,7 @@ sys.path.insert(0, "lib")          # helpers.py is not installed anywhere
 import helpers as h
 from helpers import triple
 import jupyter_flame
-from jupyter_flame.pool import get_pool
+from jupyter_flame.pool.pool import get_pool
 x = 20
 data = [1, 2, 3]
 table = {"a": 1}
@@ -263,12 +263,12 @@ def test_background_cell(kernel: Kernel) -> None:
     # the notebook stays usable meanwhile
     assert kernel.run("shared = 'notebook'; 1 + 1").result == "2"
     assert kernel.value("'bg_value' in dir()") is False
-    assert kernel.value("jupyter_flame.job._jobs[-1].wait(30).status") == "done"
+    assert kernel.value("jupyter_flame.notebook.job._jobs[-1].wait(30).status") == "done"
     assert kernel.value("bg_value") == 99
     assert kernel.value("shared") == "notebook"  # rebound meanwhile: the notebook's value stays
-    assert kernel.value("jupyter_flame.job._jobs[-1].conflicts") == {"shared": "runner"}
-    assert kernel.value("jupyter_flame.job._jobs[-1].result()") == "bg result"
-    outputs = kernel.value("[o.get('text', '') for o in jupyter_flame.job._jobs[-1].area.widget.outputs]")
+    assert kernel.value("jupyter_flame.notebook.job._jobs[-1].conflicts") == {"shared": "runner"}
+    assert kernel.value("jupyter_flame.notebook.job._jobs[-1].result()") == "bg result"
+    outputs = kernel.value("[o.get('text', '') for o in jupyter_flame.notebook.job._jobs[-1].area.widget.outputs]")
     assert "bg started" in "".join(outputs) and "bg done" in "".join(outputs)
 
 
@@ -291,7 +291,7 @@ def test_incremental_shipping(kernel: Kernel) -> None:
 
 
 def test_large_variable_warns_before_sending(kernel: Kernel) -> None:
-    assert kernel.run("import jupyter_flame.magic as fm\nfm.WARN_BYTES = 1_000_000\n"
+    assert kernel.run("import jupyter_flame.notebook.magic as fm\nfm.WARN_BYTES = 1_000_000\n"
                       "warn_me = np.zeros(2_000_000, dtype=np.uint8)").status == "ok"
     res = kernel.run("%%flame\nn = warn_me.size\n")
     assert res.status == "ok", res.traceback_text()

@@ -65,7 +65,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
 @pytest.fixture(scope="module")
 def kernel(sim: Sim, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     k = Kernel(cwd=tmp_path_factory.mktemp("nb"), env=sim.env)
-    assert k.run("x = 2\nfrom jupyter_flame.pool import get_pool").status == "ok"
+    assert k.run("x = 2\nfrom jupyter_flame.pool.pool import get_pool").status == "ok"
     yield k
     k.run("%flame shutdown --all")
     k.shutdown()

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from jupyter_flame.backends._kube_api import api_error
-from jupyter_flame.backends._kube_cleanup import secret_name
-from jupyter_flame.backends._kube_watch import Observation, observe
-from jupyter_flame.backends.kubernetes import KubernetesBackend
-from jupyter_flame.backends.pod_template import RunnerPodTemplate, build_runner_pod
+from jupyter_flame.backends.kubernetes.api import api_error
+from jupyter_flame.backends.kubernetes.backend import KubernetesBackend
+from jupyter_flame.backends.kubernetes.cleanup import secret_name
+from jupyter_flame.backends.kubernetes.pod_template import RunnerPodTemplate, build_runner_pod
+from jupyter_flame.backends.kubernetes.watch import Observation, observe
 from jupyter_flame.errors import BackendError
 
 
@@ -129,7 +129,7 @@ def test_backend_service_account_reaches_every_kind_of_template() -> None:
 
 # --- watch recovery and pod deletion, with fakes ------------------------------------------------
 def test_watcher_survives_a_failed_reread_after_410(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jupyter_flame.backends import _kube_watch
+    from jupyter_flame.backends.kubernetes import watch as _kube_watch
 
     class Expired:
         def stream(self, *args: Any, **kwargs: Any) -> Any:
@@ -171,8 +171,8 @@ def test_watcher_survives_a_failed_reread_after_410(monkeypatch: pytest.MonkeyPa
 
 
 def test_a_failed_pod_delete_does_not_stop_the_next_one() -> None:
-    from jupyter_flame.backends._kube_runner import PodRunners, Runner
     from jupyter_flame.backends.base import BootRequest, RunnerHandle
+    from jupyter_flame.backends.kubernetes.runner_pod import PodRunners, Runner
 
     class Response:
         status, data = 200, b"{}"

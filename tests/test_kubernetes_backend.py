@@ -23,12 +23,12 @@ import pytest
 import yaml
 
 from jupyter_flame.backends.base import Backend, BootRequest, RunnerHandle, RunnerSpec
-from jupyter_flame.backends.kubernetes import (
+from jupyter_flame.backends.kubernetes.backend import (
     KubernetesBackend,
     cleanup_runner_pods,
     list_runner_pods,
 )
-from jupyter_flame.backends.pod_template import RunnerPodTemplate
+from jupyter_flame.backends.kubernetes.pod_template import RunnerPodTemplate
 from jupyter_flame.errors import BackendError, BootError, ConfigError
 from tests.backend_contract import EXIT_UNREACHABLE, BackendContract, ContractPlumbing
 
@@ -232,7 +232,7 @@ class TestKubernetesOnly(SimPlumbing):
     def test_unschedulable_gpu_shows_the_scheduler_then_fails_at_boot_timeout(
         self, cluster: dict[str, str], admin: Any
     ) -> None:
-        from jupyter_flame.pool import Pool
+        from jupyter_flame.pool.pool import Pool
 
         backend = backend_for(cluster)
         events: list[Any] = []
@@ -256,7 +256,7 @@ class TestKubernetesOnly(SimPlumbing):
         assert runner_pods(admin) == []
 
     def test_a_call_runs_in_a_runner_pod(self, cluster: dict[str, str], admin: Any) -> None:
-        from jupyter_flame.pool import Pool
+        from jupyter_flame.pool.pool import Pool
 
         backend = backend_for(cluster)
         pool = Pool("k8s-call", backend=backend, boot_timeout=30.0)
@@ -341,7 +341,7 @@ class TestKubernetesOnly(SimPlumbing):
     ) -> None:
         from kubernetes.client.exceptions import ApiException
 
-        from jupyter_flame.backends._kube_cleanup import secret_name
+        from jupyter_flame.backends.kubernetes.cleanup import secret_name
 
         async def scenario() -> None:
             backend = backend_for(cluster)
@@ -402,7 +402,7 @@ def test_zero_config_from_the_notebook_environment(cluster: dict[str, str], admi
     env = {k: v for k, v in os.environ.items()
            if k not in ("POD_NAME", "POD_NAMESPACE", "POD_IP", "KUBERNETES_SERVICE_HOST")}
     env.update({k: cluster[k] for k in ("KUBECONFIG", "POD_NAME", "POD_NAMESPACE", "POD_IP")})
-    code = ("import os; from jupyter_flame.pool import Pool\n"
+    code = ("import os; from jupyter_flame.pool.pool import Pool\n"
             "pool = Pool('zero', backend='kubernetes', boot_timeout=30)\n"
             "print(pool.backend.describe(), pool.call(os.getenv, 'POD_NAME'))\n"
             "pool.shutdown()\n")
@@ -421,7 +421,7 @@ def test_zero_config_from_the_notebook_environment(cluster: dict[str, str], admi
 def test_gpu_runner_lands_on_the_gpu_node_of_the_product(gpu_cluster: dict[str, str]) -> None:
     from kubernetes import client, config
 
-    from jupyter_flame.pool import Pool
+    from jupyter_flame.pool.pool import Pool
 
     api = config.new_client_from_config(config_file=gpu_cluster["ADMIN"])
     admin = client.CoreV1Api(api)

@@ -31,7 +31,7 @@ from jupyter_flame.backends.local import (
     list_local_runner_records,
     runners_dir,
 )
-from jupyter_flame.channel import Listener
+from jupyter_flame.channel.channel import Listener
 from jupyter_flame.errors import BootError, ConfigError
 
 from .backend_contract import BackendContract, ContractPlumbing

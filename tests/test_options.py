@@ -6,7 +6,7 @@ import pytest
 
 from jupyter_flame.backends.base import RunnerSpec
 from jupyter_flame.errors import ConfigError
-from jupyter_flame.options import parse_cell_line, parse_pool_args
+from jupyter_flame.notebook.options import parse_cell_line, parse_pool_args
 
 
 @pytest.mark.parametrize(

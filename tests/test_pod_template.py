@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from jupyter_flame.backends.base import RunnerSpec
-from jupyter_flame.backends.pod_template import (
+from jupyter_flame.backends.kubernetes.pod_template import (
     RunnerPodTemplate,
     build_runner_pod,
     find_app_container,

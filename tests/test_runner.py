@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from jupyter_flame.protocol import (
+from jupyter_flame.channel.protocol import (
     ClearOutput,
     Display,
     IdleReply,
@@ -22,7 +22,7 @@ from jupyter_flame.protocol import (
     Pong,
     Shutdown,
 )
-from jupyter_flame.shipping import pack, unpack
+from jupyter_flame.values.shipping import pack, unpack
 
 from .conftest import pid_alive
 from .runner_harness import RunnerHarness
@@ -264,7 +264,7 @@ async def test_unpicklable_value_is_displayed_instead() -> None:
 async def test_interrupt_main_thread_sleep() -> None:
     async with RunnerHarness() as h:
         task = h.next_task()
-        from jupyter_flame.protocol import Execute
+        from jupyter_flame.channel.protocol import Execute
 
         await h.submit(Execute(task, "import time\nprint('start', flush=True)\ntime.sleep(30)\n"))
         await asyncio.sleep(0.5)
@@ -288,7 +288,7 @@ async def test_interrupt_main_thread_sleep() -> None:
 
 @run_async
 async def test_concurrent_tasks_and_worker_interrupt() -> None:
-    from jupyter_flame.protocol import Execute
+    from jupyter_flame.channel.protocol import Execute
 
     async with RunnerHarness(configure={"max_concurrency": 2}) as h:
         a, b = h.next_task(), h.next_task()
@@ -315,7 +315,7 @@ async def test_concurrent_tasks_and_worker_interrupt() -> None:
 # --- lifecycle ----------------------------------------------------------------------------------
 @run_async
 async def test_exits_when_parent_closes_and_kills_children() -> None:
-    from jupyter_flame.protocol import Execute
+    from jupyter_flame.channel.protocol import Execute
 
     async with RunnerHarness() as h:
         task = h.next_task()
@@ -333,7 +333,7 @@ async def test_exits_when_parent_closes_and_kills_children() -> None:
 
 @run_async
 async def test_exits_when_pings_stop() -> None:
-    from jupyter_flame.protocol import Execute
+    from jupyter_flame.channel.protocol import Execute
 
     async with RunnerHarness(heartbeat=None, configure={"parent_timeout": 1.5}) as h:
         await h.send(Ping(42.0))
@@ -370,7 +370,7 @@ async def test_single_use_exits_after_its_task() -> None:
 
 @run_async
 async def test_shutdown_interrupts_and_exits() -> None:
-    from jupyter_flame.protocol import Execute
+    from jupyter_flame.channel.protocol import Execute
 
     async with RunnerHarness() as h:
         task = h.next_task()
@@ -388,7 +388,7 @@ async def test_shutdown_interrupts_and_exits() -> None:
 async def test_sigterm_exits_even_when_main_thread_is_busy() -> None:
     import signal
 
-    from jupyter_flame.protocol import Execute
+    from jupyter_flame.channel.protocol import Execute
 
     async with RunnerHarness() as h:
         await h.submit(Execute(h.next_task(), "import time\ntime.sleep(60)"))
@@ -429,7 +429,7 @@ async def test_exit_4_on_wrong_key() -> None:
 
 
 def test_value_cache_is_lru_by_bytes_and_drops_stale_aliases() -> None:
-    from jupyter_flame._execution import ValueCache, _Entry
+    from jupyter_flame.runner._execution import ValueCache, _Entry
 
     cache = ValueCache(max_bytes=100)
     a, b, c = [1], [2], [3]
@@ -456,16 +456,16 @@ async def test_cache_bound_from_environment() -> None:
 
 # --- the runner's internals, in process ---------------------------------------------------------
 def _in_process_runner() -> Any:
-    from jupyter_flame._lifecycle import Runner
-    from jupyter_flame.runner import RunnerEnv
+    from jupyter_flame.runner._lifecycle import Runner
+    from jupyter_flame.runner.main import RunnerEnv
 
     return Runner(RunnerEnv("127.0.0.1", 1, "r-in-process", "test", b"k" * 32))
 
 
 def test_done_on_a_closed_channel_is_dropped_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
-    from jupyter_flame.channel import ChannelClosedError
-    from jupyter_flame.protocol import Done, Execute
-    from jupyter_flame.runner import Job
+    from jupyter_flame.channel.protocol import Done, Execute
+    from jupyter_flame.errors import ChannelClosedError
+    from jupyter_flame.runner.main import Job
 
     runner = _in_process_runner()
     try:
@@ -515,7 +515,7 @@ def test_done_on_a_closed_channel_is_dropped_quietly(monkeypatch: pytest.MonkeyP
 def test_text_posted_from_the_io_thread_is_counted_like_any_other() -> None:
     import asyncio as aio
 
-    from jupyter_flame.protocol import Stream
+    from jupyter_flame.channel.protocol import Stream
 
     runner = _in_process_runner()
     sent: list[object] = []
@@ -557,7 +557,7 @@ def test_text_posted_from_the_io_thread_is_counted_like_any_other() -> None:
 
 
 def test_binary_writes_keep_utf8_characters_split_across_them() -> None:
-    from jupyter_flame._outputs import TaskStream
+    from jupyter_flame.runner._outputs import TaskStream
 
     class Router:
         def __init__(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_flame.scaling import RunnerLoad, choose_runner, may_retire, runners_to_boot
+from jupyter_flame.pool.scaling import RunnerLoad, choose_runner, may_retire, runners_to_boot
 
 R = RunnerLoad
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 import jupyter_flame
+from jupyter_flame.channel.protocol import Packed
 from jupyter_flame.errors import SerializationError
-from jupyter_flame.protocol import Packed
-from jupyter_flame.shipping import (
+from jupyter_flame.values.shipping import (
     LargeTransferWarning,
     digest,
     human_bytes,
@@ -66,7 +66,7 @@ import numpy as np
 import helpers as h
 from helpers import Point, scale
 from localpkg.sub import triple
-from jupyter_flame.shipping import pack_namespace, ships_by_value
+from jupyter_flame.values.shipping import pack_namespace, ships_by_value
 
 OFFSET = 10
 
@@ -120,7 +120,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from jupyter_flame.shipping import digest, unpack
+from jupyter_flame.values.shipping import digest, unpack
 
 try:
     import helpers  # noqa: F401
@@ -371,7 +371,7 @@ def test_unpack_failure_is_a_serialization_error(tmp_path: Path) -> None:
 def test_ships_by_value_classification(tmp_path: Path) -> None:
     assert not ships_by_value(json) and not ships_by_value(np) and not ships_by_value(sys)
     assert not ships_by_value(jupyter_flame)  # editable install: a .pth file adds its root
-    assert not ships_by_value("jupyter_flame.shipping")
+    assert not ships_by_value("jupyter_flame.values.shipping")
     (tmp_path / "nb_local_helper.py").write_text("VALUE = 41\n")
     sys.path.insert(0, str(tmp_path))
     try:
@@ -454,7 +454,7 @@ def test_no_thread_takes_the_fast_path_before_a_scan_has_registered(
 
     import cloudpickle
 
-    from jupyter_flame import _local_modules as lm
+    from jupyter_flame.values import _local_modules as lm
 
     name = "flame_scan_race_local"
     module = types.ModuleType(name)

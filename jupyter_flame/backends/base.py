@@ -64,7 +64,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BootError
+from jupyter_flame.errors import BootError
 
 __all__ = [
     "LOG_TAIL_LINES",

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ..errors import BootError, ConfigError
+from jupyter_flame.errors import BootError, ConfigError
 
 __all__ = ["GpuAllocator", "GpuInfo", "discover_gpus", "probe_gpus"]
 

@@ -42,8 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypedDict
 
-from ..errors import BootError
-from .base import (
+from jupyter_flame.backends.base import (
     LOG_TAIL_LINES,
     PRE_CONNECT,
     Backend,
@@ -53,7 +52,8 @@ from .base import (
     exit_message,
     runner_env,
 )
-from .gpu import GpuAllocator, GpuInfo
+from jupyter_flame.backends.gpu import GpuAllocator, GpuInfo
+from jupyter_flame.errors import BootError
 
 __all__ = ["LocalBackend", "LocalRunnerRecord", "cleanup_local_runners",
            "list_local_runner_records", "runners_dir"]

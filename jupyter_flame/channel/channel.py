@@ -1,0 +1,528 @@
+"""The authenticated message channel between a kernel (the parent) and a runner.
+
+One :class:`Listener` per pool listens on the parent; each runner dials it with :func:`connect`.
+Both ends prove they hold the pool's key (a mutual HMAC challenge on fresh nonces, in plain bytes)
+before anything is unpickled, and derive per-connection, per-direction session keys. Every frame is
+sequenced and authenticated over all of its bytes, out-of-band buffers included, before it is
+unpickled: small frames by keyed BLAKE2b; large ones by a header tag checked before anything is
+allocated (sizes are bounded by ``max_frame``) and a Poly1305 tag under a one-time key. The wire
+format and its rationale are in :mod:`jupyter_flame.channel._framing`; sockets in :mod:`._conn`.
+
+Messages are pickled with protocol 5; every ``pickle.PickleBuffer`` inside a message (such as
+:attr:`jupyter_flame.channel.protocol.Packed.buffers`) travels out of band, uncopied on send, and arrives
+as a ``PickleBuffer`` over a fresh writable numpy buffer (so arrays come back writable).
+
+Errors: a failed handshake or frame check raises :class:`~jupyter_flame.errors.ChannelAuthError`
+and closes the connection; a vanished peer raises :class:`ChannelClosedError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import socket
+import threading
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from cryptography.hazmat.primitives.poly1305 import Poly1305
+
+from jupyter_flame.channel._conn import BlockingReads, Conn, drive
+from jupyter_flame.channel._framing import (
+    FRAME_TAG_SIZE,
+    MAX_RUNNER_ID,
+    SMALL,
+    DirectionKeys,
+    FrameOpener,
+    FrameSealer,
+    check_key,
+    parent_handshake,
+    runner_handshake,
+    session_keys,
+)
+from jupyter_flame.errors import ChannelAuthError, ChannelClosedError, FlameTimeoutError
+
+__all__ = [
+    "DEFAULT_MAX_FRAME",
+    "HANDSHAKE_TIMEOUT",
+    "Channel",
+    "ChannelClosedError",
+    "Encoded",
+    "Listener",
+    "connect",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_FRAME = 16 * 1024**3
+"""Largest frame (payload plus buffers, in bytes) a channel accepts unless told otherwise."""
+
+_CHUNK = 4 * 1024 * 1024  # large buffers are MAC'd and sent in chunks of this size
+
+HANDSHAKE_TIMEOUT = 10.0
+"""Seconds a dialing peer has to complete the handshake before the listener drops it."""
+
+
+class Encoded:
+    """A message pickled for sending (see :meth:`Channel.encode`): the protocol-5 payload and
+    the raw views of its out-of-band buffers. Encode once, then offer it to
+    :meth:`Channel.send_now` and, if refused, to :meth:`Channel.send`, without pickling twice."""
+
+    __slots__ = ("payload", "views")
+
+    def __init__(self, payload: bytes, views: list[memoryview]) -> None:
+        self.payload = payload
+        self.views = views
+
+    @property
+    def small(self) -> bool:
+        """Whether it fits a small frame (no buffers, payload at most ``SMALL`` bytes)."""
+        return not self.views and len(self.payload) <= SMALL
+
+
+class Channel:
+    """One authenticated connection; use :func:`connect` or :meth:`Listener.expect` to get one.
+
+    Attributes
+    ----------
+    peer_id:
+        The runner id (on both ends).
+    bytes_sent, bytes_received, frames_sent, frames_received:
+        Traffic counters (bytes on the wire, framing included).
+    closed:
+        True once :meth:`close` ran or the connection failed.
+    """
+
+    def __init__(
+        self,
+        conn: Conn,
+        peer_id: str,
+        tx: DirectionKeys,
+        rx: DirectionKeys,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self._conn = conn
+        self.peer_id = peer_id
+        self._sealer = FrameSealer(tx)
+        self._opener = FrameOpener(rx, max_frame)
+        self._send_lock = asyncio.Lock()
+        self._recv_lock = asyncio.Lock()
+        # Guards the sealer and the socket's write side against send_now() from other threads;
+        # ``_wire_busy`` is set while a frame handed to a write task is still going out.
+        self._wire = threading.Lock()
+        self._wire_busy = False
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.frames_sent = 0
+        self.frames_received = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._conn.closed
+
+    @property
+    def max_frame(self) -> int:
+        return self._opener.max_frame
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<Channel peer={self.peer_id!r} {state} sent={self.frames_sent} recv={self.frames_received}>"
+
+    # --- sending -------------------------------------------------------------------------
+    @staticmethod
+    def encode(msg: object) -> Encoded:
+        """Pickle ``msg`` (protocol 5, buffers out of band) for :meth:`send`/:meth:`send_now`."""
+        pbufs: list[pickle.PickleBuffer] = []
+        payload = pickle.dumps(msg, protocol=5, buffer_callback=pbufs.append)
+        return Encoded(payload, [pb.raw() for pb in pbufs])
+
+    async def send(self, msg: object, *, encoded: Encoded | None = None) -> int:
+        """Send one message as one frame; return the bytes it took on the wire.
+
+        Safe to call from many tasks at once (frames never interleave). A frame that has
+        started to go out is always finished, even if the calling task is cancelled.
+        ``encoded`` is ``msg`` already encoded by :meth:`encode` (then ``msg`` is not pickled
+        again), e.g. after :meth:`send_now` refused it.
+        """
+        if self.closed:
+            raise ChannelClosedError(f"channel to {self.peer_id!r} is closed")
+        if encoded is None:
+            encoded = self.encode(msg)
+        payload, views = encoded.payload, encoded.views
+        lengths = [v.nbytes for v in views]
+        await self._send_lock.acquire()
+        handed_off = False
+        self._wire.acquire()
+        try:
+            if self.closed:
+                raise ChannelClosedError(f"channel to {self.peer_id!r} is closed")
+            parts: list[bytes | memoryview]
+            poly: Poly1305 | None = None
+            if not views and len(payload) <= SMALL:
+                data = self._sealer.small(payload)
+                self.bytes_sent += len(data)
+                self.frames_sent += 1
+                sent = self._conn.try_send(data)
+                if sent == len(data):
+                    return len(data)
+                total = len(data)
+                parts = [memoryview(data)[sent:]]
+            else:
+                head, fk = self._sealer.header(len(payload), lengths)
+                total = len(head) + len(payload) + sum(lengths) + FRAME_TAG_SIZE
+                self.bytes_sent += total
+                self.frames_sent += 1
+                parts = [head + payload] if len(payload) <= SMALL else [head, payload]
+                parts.extend(views)
+                poly = Poly1305(fk)
+                if total <= _CHUNK:  # MAC it all and try to send it now, without a task
+                    for part in parts:
+                        poly.update(part)
+                    parts.append(poly.finalize())
+                    poly = None
+                    left = self._conn.try_sendv(parts)
+                    if not left:
+                        return total
+                    parts = list(left)
+            self._wire_busy = True
+            task = asyncio.get_running_loop().create_task(self._write(parts, poly))
+            task.add_done_callback(_consume_result)
+            handed_off = True
+        except BaseException:
+            if not handed_off:
+                self.close()  # the sequence number was spent, or the socket failed
+            raise
+        finally:
+            self._wire.release()
+            if not handed_off:
+                self._send_lock.release()
+        await asyncio.shield(task)
+        return total
+
+    def send_now(self, msg: object, *, encoded: Encoded | None = None) -> bool:
+        """Send a small message at once from any thread, if the channel is idle.
+
+        For a message without out-of-band buffers whose pickle fits a small frame, when no
+        other frame is going out: the frame is written by the calling thread (sparing a hop to
+        the event loop's thread) and ``True`` is returned. Otherwise nothing is sent and
+        ``False`` is returned: use :meth:`send` (passing the same ``encoded``, if any, so the
+        message is not pickled again). Frames never interleave with :meth:`send`'s.
+        ``encoded`` is ``msg`` already encoded by :meth:`encode`.
+        """
+        if self.closed:
+            return False
+        if encoded is None:
+            encoded = self.encode(msg)
+        if not encoded.small:
+            return False
+        payload = encoded.payload
+        if not self._wire.acquire(blocking=False):
+            return False
+        try:
+            if self._wire_busy or self.closed:
+                return False
+            data = self._sealer.small(payload)
+            self.bytes_sent += len(data)
+            self.frames_sent += 1
+            try:
+                sent = self._conn.try_send(data)
+                if sent < len(data):  # rare for a small frame: finish it here, blocking
+                    self._conn.send_blocking(memoryview(data)[sent:])
+            except BaseException:
+                self.close()  # the sequence number was spent
+                raise
+            return True
+        finally:
+            self._wire.release()
+
+    async def _write(self, parts: list[bytes | memoryview], poly: Poly1305 | None) -> None:
+        """Write ``parts``; with ``poly``, MAC each chunk just before it goes out (so the MAC
+        overlaps the peer's reading) and send the tag with the last chunk."""
+        conn = self._conn
+        try:
+            if poly is None:
+                await conn.sendv(parts)
+                return
+            pending: list[bytes | memoryview] = []
+            size = 0
+            for part in parts:
+                view = memoryview(part)
+                for start in range(0, len(view), _CHUNK):
+                    chunk = view[start : start + _CHUNK]
+                    poly.update(chunk)
+                    pending.append(chunk)
+                    size += len(chunk)
+                    if size >= _CHUNK:
+                        await conn.sendv(pending)
+                        pending, size = [], 0
+            pending.append(poly.finalize())
+            await conn.sendv(pending)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            with self._wire:
+                self._wire_busy = False
+            self._send_lock.release()
+
+    # --- receiving -----------------------------------------------------------------------
+    async def recv(self) -> object:
+        """Receive the next message.
+
+        Raises
+        ------
+        ChannelClosedError
+            The peer closed the connection (or it was closed here).
+        ChannelAuthError
+            A frame failed its MAC, sequence or size check; the channel is closed.
+        """
+        async with self._recv_lock:
+            return self._loaded(await self._guard(self._opener.read(self._conn)))
+
+    def blocking_reads(self, check: Callable[[], None], wake_fds: tuple[int, ...] = (),
+                       interval: float = 0.2) -> BlockingReads:
+        """Reads for a thread that waits on the socket itself (see :meth:`recv_blocking`);
+        close them when done. ``check`` is called while waiting, every
+        ``interval`` seconds and when one of ``wake_fds`` is readable; it may raise to stop."""
+        return BlockingReads(self._conn, check, wake_fds, interval)
+
+    def recv_blocking(self, reads: BlockingReads) -> object:
+        """Receive the next message in the calling thread, blocking (see :meth:`recv`).
+
+        Only one party reads a channel at a time: the caller must own its reading (see
+        :mod:`jupyter_flame.channel._baton`). Whatever ``check`` raises while no frame is half read
+        propagates and leaves the channel usable; an exception in the middle of a frame
+        closes the channel.
+        """
+        return self._loaded(drive(self._guard(self._opener.read(reads))))
+
+    @property
+    def mid_frame(self) -> bool:
+        """Whether a frame is half read (reading may change hands only between frames)."""
+        return self._opener.mid_frame
+
+    async def _guard(self, reading: Awaitable[tuple[bytes | memoryview,
+                                                     list[pickle.PickleBuffer], int]]
+                     ) -> tuple[bytes | memoryview, list[pickle.PickleBuffer], int]:
+        if self.closed:
+            if isinstance(reading, Coroutine):
+                reading.close()
+            raise ChannelClosedError(f"channel to {self.peer_id!r} is closed")
+        try:
+            return await reading
+        except ChannelAuthError as exc:
+            self.close()
+            exc.runner = exc.runner or self.peer_id
+            raise
+        except ChannelClosedError:
+            self.close()
+            raise
+        except BaseException:
+            if self._opener.mid_frame:
+                self.close()  # a partially read frame leaves the stream unusable
+            raise
+
+    def _loaded(self, frame: tuple[bytes | memoryview, list[pickle.PickleBuffer], int]) -> object:
+        payload, buffers, nbytes = frame
+        self.bytes_received += nbytes
+        self.frames_received += 1
+        return pickle.loads(payload, buffers=buffers)
+
+    # --- closing -------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close the connection (idempotent); pending ``recv``/``send`` calls fail."""
+        self._conn.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until the socket is released after :meth:`close`."""
+        await self._conn.wait_closed()
+
+
+def _consume_result(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: the caller may have been cancelled and never see it
+
+
+def _nodelay(sock: socket.socket) -> None:
+    sock.setblocking(False)
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+# --- runner side -------------------------------------------------------------------------------
+async def connect(
+    host: str,
+    port: int,
+    key: bytes,
+    runner_id: str,
+    *,
+    timeout: float = 30.0,
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> Channel:
+    """Dial the parent's :class:`Listener` and authenticate (runner side).
+
+    Raises :class:`ChannelAuthError` if the parent does not prove it holds ``key`` or rejects
+    this runner, :class:`~jupyter_flame.errors.FlameTimeoutError` after ``timeout`` seconds,
+    ``OSError`` if the address cannot be reached.
+    """
+    key = check_key(key)
+    rid = runner_id.encode("utf-8")
+    if not 0 < len(rid) <= MAX_RUNNER_ID:
+        raise ValueError(f"runner id must be 1..{MAX_RUNNER_ID} utf-8 bytes, got {runner_id!r}")
+    try:
+        return await asyncio.wait_for(_dial(host, port, key, rid, max_frame), timeout)
+    except asyncio.TimeoutError as exc:
+        raise FlameTimeoutError(
+            f"could not connect and authenticate to {host}:{port} within {timeout} s",
+            runner=runner_id,
+        ) from exc
+
+
+async def _dial(host: str, port: int, key: bytes, rid: bytes, max_frame: int) -> Channel:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    family, type_, proto, _, addr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        _nodelay(sock)
+        await loop.sock_connect(sock, addr)
+        conn = Conn(sock)
+        transcript = await runner_handshake(conn, key, rid, f"{host}:{port}")
+    except BaseException:
+        sock.close()
+        raise
+    p2r, r2p = session_keys(key, transcript)
+    return Channel(conn, rid.decode(), tx=r2p, rx=p2r, max_frame=max_frame)
+
+
+# --- parent side -------------------------------------------------------------------------------
+class Listener:
+    """Accepts runner connections for one pool (parent side).
+
+    Create with :meth:`start`; call :meth:`expect` for each runner before it dials. Each
+    connection is handshaken in its own task with a :data:`HANDSHAKE_TIMEOUT`, so a slow or
+    hostile peer never blocks others. Rejected connections are logged and recorded in
+    :attr:`rejected` (address, runner id, reason; the last 100).
+    """
+
+    def __init__(self, sock: socket.socket, key: bytes, max_frame: int) -> None:
+        self._sock = sock
+        self._key = key
+        self._max_frame = max_frame
+        self._expected: dict[str, asyncio.Future[Channel]] = {}
+        self._handshakes: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.rejected: deque[tuple[Any, str, str]] = deque(maxlen=100)
+        host, port = sock.getsockname()[:2]
+        self.address: tuple[str, int] = (host, port)
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+
+    @classmethod
+    async def start(
+        cls, host: str, key: bytes, port: int = 0, *, max_frame: int = DEFAULT_MAX_FRAME
+    ) -> Listener:
+        """Listen on ``host:port`` (port 0 picks a free one; see :attr:`address`)."""
+        key = check_key(key)
+        loop = asyncio.get_running_loop()
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, type_, proto, _, addr = infos[0]
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(addr)
+            sock.listen(128)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock, key, max_frame)
+
+    def expect(self, runner_id: str) -> asyncio.Future[Channel]:
+        """A future resolved with the channel once ``runner_id`` connects and authenticates."""
+        if self._closed:
+            raise ChannelClosedError("listener is closed")
+        fut = self._expected.get(runner_id)
+        if fut is None or fut.done():
+            fut = asyncio.get_running_loop().create_future()
+            self._expected[runner_id] = fut
+        return fut
+
+    def forget(self, runner_id: str) -> None:
+        """Stop expecting ``runner_id`` (its future is cancelled; it can no longer connect)."""
+        fut = self._expected.pop(runner_id, None)
+        if fut is not None and not fut.done():
+            fut.cancel()
+
+    async def close(self) -> None:
+        """Stop listening; pending expectations fail with :class:`ChannelClosedError`."""
+        if self._closed:
+            return
+        self._closed = True
+        self._accept_task.cancel()
+        tasks = [self._accept_task, *self._handshakes]
+        for task in self._handshakes:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._sock.close()
+        for rid, fut in self._expected.items():
+            if not fut.done():
+                fut.set_exception(ChannelClosedError(f"listener closed before {rid!r} connected"))
+                fut.exception()  # nobody may be waiting; avoid "never retrieved" noise
+        self._expected.clear()
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, addr = await loop.sock_accept(self._sock)
+            except OSError as exc:  # e.g. EMFILE: back off, keep listening
+                log.warning("channel listener accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            task = loop.create_task(self._handshake(conn, addr))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    def _reject(self, addr: Any, rid: str, reason: str) -> None:
+        log.warning("channel: rejected connection from %s (runner %r): %s", addr, rid, reason)
+        self.rejected.append((addr, rid, reason))
+
+    async def _handshake(self, sock: socket.socket, addr: Any) -> None:
+        rid = ["?"]
+        try:
+            _nodelay(sock)
+            conn = Conn(sock)
+        except BaseException:
+            sock.close()
+            raise
+        try:
+            channel = await asyncio.wait_for(self._serve(conn, rid), HANDSHAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            conn.close()
+            self._reject(addr, rid[0], f"handshake not completed within {HANDSHAKE_TIMEOUT} s")
+            return
+        except (ChannelAuthError, ChannelClosedError, UnicodeDecodeError) as exc:
+            conn.close()
+            self._reject(addr, rid[0], str(exc))
+            return
+        except BaseException:
+            conn.close()
+            raise
+        fut = self._expected.get(channel.peer_id)
+        if fut is not None and not fut.done() and not self._closed:
+            del self._expected[channel.peer_id]
+            fut.set_result(channel)
+        else:
+            channel.close()
+            self._reject(addr, channel.peer_id, "runner id no longer expected")
+
+    async def _serve(self, conn: Conn, rid_box: list[str]) -> Channel:
+        def expected(rid: str) -> bool:
+            fut = self._expected.get(rid)
+            return fut is not None and not fut.done() and not self._closed
+
+        transcript = await parent_handshake(conn, self._key, expected, rid_box)
+        p2r, r2p = session_keys(self._key, transcript)
+        return Channel(conn, rid_box[0], tx=p2r, rx=r2p, max_frame=self._max_frame)

@@ -1,0 +1,129 @@
+"""Snapshots of pools and runners, and their plain-text rendering (``%flame status``).
+
+:func:`pool_status` runs on the flame loop and returns plain data (dicts of str/int/float), so
+widgets, the text fallback and tests all read the same thing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jupyter_flame.pool.pool import Pool
+
+__all__ = ["pool_status", "render_text"]
+
+
+def pool_status(pool: Pool) -> dict[str, Any]:
+    core = pool._core
+    o = core.options
+    now = time.time()
+    mono = time.monotonic()
+    runners = []
+    for slot in list(core.slots.values()):
+        info = dict(slot.handle.info) if slot.handle is not None else {}
+        link = slot.link
+        idle_left: float | None = None
+        if link is not None and link.load == 0 and o.idle_shutdown_after is not None:
+            idle_left = max(0.0, o.idle_shutdown_after - (mono - link.last_used))
+        ev = slot.last_event
+        runners.append({
+            "id": slot.id,
+            "state": slot.state,
+            "phase": slot.handle.phase if slot.handle is not None else "requested",
+            "load": slot.load,
+            "max_concurrency": o.max_concurrency,
+            "age": round(now - slot.requested_at, 1),
+            "idle_left": None if idle_left is None else round(idle_left, 1),
+            "rtt_ms": None if link is None or link.last_rtt is None
+            else round(link.last_rtt * 1000, 2),
+            "tasks_done": link.tasks_done if link is not None else 0,
+            "cached": len(link.cache) if link is not None else 0,
+            "pid": info.get("pid"),
+            "pod": info.get("pod"),
+            "node": info.get("node"),
+            "gpus": info.get("gpus"),
+            "boot_seconds": info.get("boot_seconds"),
+            "reason": ev.reason if ev is not None else "",
+            "message": ev.message if ev is not None else "",
+        })
+    return {
+        "name": pool.name,
+        "backend": pool.backend.name,
+        "spec": pool.spec.key() or "default",
+        "closed": core.closed,
+        "min": o.min,
+        "max": o.max,
+        "max_concurrency": o.max_concurrency,
+        "idle_shutdown_after": o.idle_shutdown_after,
+        "boot_timeout": o.boot_timeout,
+        "timeout": o.timeout,
+        "single_use": o.single_use,
+        "waiting": sum(1 for f in core.waiters if not f.done()),
+        "runners": runners,
+        "boots": core.boots,
+        "boot_failures": core.boot_failures,
+        "tasks_done": core.tasks_done,
+        "direct_calls": core.direct_calls,
+        "last_error": str(core.last_error) if core.last_error is not None else None,
+        "last_transfer": pool.last_transfer,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def render_transfer(transfer: dict[str, Any] | None) -> list[str]:
+    from jupyter_flame.values.shipping import human_bytes
+
+    if not transfer:
+        return []
+    lines = []
+    for key in ("shipped", "cached", "returned"):
+        items = transfer.get(key) or {}
+        if items:
+            parts = ", ".join(f"{n} ({human_bytes(b)})" for n, b in items.items())
+            lines.append(f"  last cell {key}: {parts}")
+    return lines
+
+
+def render_text(statuses: Iterable[dict[str, Any]]) -> str:
+    """A plain-text dashboard of pools and their runners."""
+    out: list[str] = []
+    for st in statuses:
+        limits = (f"min={st['min']} max={st['max']} max_concurrency={st['max_concurrency']} "
+                  f"idle_shutdown_after={_fmt(st['idle_shutdown_after'])}s")
+        state = "shut down" if st["closed"] else f"{len(st['runners'])} runner(s)"
+        out.append(f"Pool {st['name']!r} [{st['backend']}; {st['spec']}] {limits}: {state}, "
+                   f"{st['waiting']} waiting, {st['tasks_done']} task(s) done"
+                   + (f" ({st['direct_calls']} calls sent by the calling thread itself)"
+                      if st["direct_calls"] else ""))
+        if st["runners"]:
+            out.append(f"  {'runner':<28} {'phase':<10} {'busy':<6} {'where':<22} {'gpus':<8} "
+                       f"{'age':>7} {'idle left':>9}")
+        for r in st["runners"]:
+            where = r["pod"] or (f"pid {r['pid']}" if r["pid"] else "-")
+            if r["node"] and r["pod"]:
+                where += f"@{r['node']}"
+            busy = f"{r['load']}/{r['max_concurrency']}"
+            idle = "-" if r["idle_left"] is None else f"{r['idle_left']:.0f}s"
+            line = (f"  {r['id']:<28} {r['phase']:<10} {busy:<6} {where:<22} "
+                    f"{_fmt(r['gpus']):<8} {r['age']:>6.0f}s {idle:>9}")
+            if r["reason"] and r["phase"] in ("scheduling", "pulling", "failed", "stopping"):
+                line += f"  {r['reason']}: {r['message']}"
+            out.append(line)
+        if st["last_error"]:
+            out.append(f"  last error: {st['last_error']}")
+        out.extend(render_transfer(st.get("last_transfer")))
+    if not out:
+        return "No pools. Run a %%flame cell, or define one with %flame pool NAME."
+    return "\n".join(out)
