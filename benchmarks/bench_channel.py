@@ -37,7 +37,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rawbase import RawBaseline, array_sum, raw_cold_start  # noqa: E402
 
-from jupyter_flame.channel.channel import Channel, Listener, connect  # noqa: E402
+from jupyter_flame.channel.channel import Channel  # noqa: E402
+from jupyter_flame.channel.dial import connect  # noqa: E402
+from jupyter_flame.channel.listener import Listener  # noqa: E402
 from jupyter_flame.channel.protocol import Call, Done, Packed  # noqa: E402
 
 MiB = 1024**2

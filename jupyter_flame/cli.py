@@ -2,8 +2,9 @@
 
 Commands::
 
-    jupyter flame list [--namespace NS] [--all-namespaces]    runners of this machine/namespace
+    jupyter flame list [--namespace NS] [-A|--all-namespaces] runners of this machine/namespace
     jupyter flame cleanup [--namespace NS] [--all]            delete orphaned runners
+    jupyter flame config --reference                           every option, as Markdown
     jupyter flame sim up --dir DIR [...] / sim down --dir DIR  the local Kubernetes stand-in
 """
 
@@ -42,7 +43,7 @@ def _list(args: argparse.Namespace) -> int:
         from jupyter_flame.backends.kubernetes.backend import list_runner_pods
 
         api, ns = kube
-        for pod in list_runner_pods(api, ns):
+        for pod in list_runner_pods(api, None if args.all_namespaces else ns):
             rows.append({"backend": "kubernetes", **pod})
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -50,9 +51,12 @@ def _list(args: argparse.Namespace) -> int:
     if not rows:
         print("No jupyter-flame runners.")
         return 0
+    print(f"{'BACKEND':<11} {'NAMESPACE':<16} {'POOL':<20} {'RUNNER':<28} {'WHERE':<30} PHASE")
     for row in rows:
         where = row.get("pod") or f"pid {row.get('pid')}"
-        print(f"{row['backend']:<11} {row.get('pool', '-'):<20} {row.get('runner_id', row.get('runner', '-')):<28} "
+        runner = row.get("runner_id", row.get("runner", "-"))
+        namespace = row.get("namespace") or "-"
+        print(f"{row['backend']:<11} {namespace:<16} {row.get('pool', '-'):<20} {runner:<28} "
               f"{where:<30} {row.get('phase', row.get('state', '-'))}")
     return 0
 
@@ -93,13 +97,23 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--local-only", action="store_true", help="skip Kubernetes")
         if name == "list":
             p.add_argument("--json", action="store_true")
+            p.add_argument("-A", "--all-namespaces", action="store_true",
+                           help="runner pods of every namespace (needs cluster-wide list pods)")
         else:
             p.add_argument("--all", action="store_true",
                            help="also runners whose parent is still alive")
+    config = sub.add_parser("config", help="the configuration reference (every option)")
+    config.add_argument("--reference", action="store_true",
+                        help="print docs/configuration.md (Markdown, generated from the code)")
     sub.add_parser("sim", help="the local Kubernetes stand-in: sim up/down (see sim --help)")
     args = parser.parse_args(argv)
     if args.command == "list":
         return _list(args)
+    if args.command == "config":
+        from jupyter_flame.notebook.reference import configuration_reference
+
+        print(configuration_reference(), end="")
+        return 0
     return _cleanup(args)
 
 

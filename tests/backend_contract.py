@@ -10,7 +10,7 @@ event loop of each test)::
             return lambda: LocalBackend(runtime_dir=tmp_path)
 
 Runners are real: each test boots ``python -m jupyter_flame.runner`` through the backend and
-waits for it on a real :class:`~jupyter_flame.channel.channel.Listener`. Override :meth:`runner_gone`
+waits for it on a real :class:`~jupyter_flame.channel.listener.Listener`. Override :meth:`runner_gone`
 for backends whose runners are not processes of this machine, and :meth:`spec` to add what a
 backend needs (an image...).
 """
@@ -35,7 +35,9 @@ from jupyter_flame.backends.base import (
     RunnerHandle,
     RunnerSpec,
 )
-from jupyter_flame.channel.channel import Channel, Listener
+from jupyter_flame.channel.channel import Channel
+from jupyter_flame.channel.listener import Listener
+from jupyter_flame.channel.protocol import EXIT_UNREACHABLE
 from jupyter_flame.errors import BootError
 
 from .conftest import pid_alive
@@ -44,8 +46,6 @@ T = TypeVar("T")
 
 #: Phases a backend reports itself (the pool reports connected/busy/idle).
 BACKEND_PHASES = tuple(p for p in PHASES if p not in ("connected", "busy", "idle"))
-#: What a runner exits with when it cannot reach its parent.
-EXIT_UNREACHABLE = 3
 
 
 def _broken(event: LifecycleEvent) -> None:

@@ -64,13 +64,14 @@ class Kernel:
     """A real IPython kernel with jupyter_flame loaded."""
 
     def __init__(self, cwd: Path | None = None, env: dict[str, str] | None = None,
-                 load: bool = True) -> None:
+                 load: bool = True, arguments: list[str] | None = None) -> None:
         self.km = KernelManager(kernel_name="python3")
         kenv = dict(os.environ)
         kenv.update(env or {})
         kenv.setdefault("PYTHONUNBUFFERED", "1")
         self.km.start_kernel(cwd=str(cwd) if cwd else None, env=kenv,
-                             extra_arguments=["--HistoryManager.enabled=False"])
+                             extra_arguments=["--HistoryManager.enabled=False",
+                                              *(arguments or [])])
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_flame.backends.base import BootRequest, RunnerSpec, runner_env
-from jupyter_flame.channel.channel import Channel, ChannelClosedError, Listener
+from jupyter_flame.channel.channel import Channel, ChannelClosedError
+from jupyter_flame.channel.listener import Listener
 from jupyter_flame.channel.protocol import (
     Call,
     ClearOutput,

@@ -19,8 +19,10 @@ import numpy as np
 import pytest
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
-from jupyter_flame.channel import _framing, channel
-from jupyter_flame.channel.channel import Channel, ChannelClosedError, Listener, connect
+from jupyter_flame.channel import _framing
+from jupyter_flame.channel.channel import DEFAULT_MAX_FRAME, Channel, ChannelClosedError
+from jupyter_flame.channel.dial import connect
+from jupyter_flame.channel.listener import Listener
 from jupyter_flame.channel.protocol import Call, Done, Packed, Ping, Stream
 from jupyter_flame.errors import ChannelAuthError
 
@@ -37,7 +39,7 @@ def async_test(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
 
 @asynccontextmanager
 async def pair(
-    key: bytes | None = None, *, max_frame: int = channel.DEFAULT_MAX_FRAME
+    key: bytes | None = None, *, max_frame: int = DEFAULT_MAX_FRAME
 ) -> AsyncIterator[tuple[Listener, Channel, Channel]]:
     """(listener, parent channel, runner channel) connected over loopback."""
     key = key or os.urandom(32)
@@ -157,7 +159,7 @@ async def test_subprocess_peer_round_trip() -> None:
     code = textwrap.dedent(
         """
         import asyncio, os, sys
-        from jupyter_flame.channel.channel import connect
+        from jupyter_flame.channel.dial import connect
         from jupyter_flame.errors import ChannelClosedError
         async def main():
             ch = await connect(sys.argv[1], int(sys.argv[2]), bytes.fromhex(os.environ["K"]), "sub")
@@ -262,12 +264,9 @@ async def test_malicious_frame_with_bad_mac_is_never_loaded(tmp_path: Path) -> N
 
 
 @async_test
-async def test_slow_or_garbage_peers_do_not_block_the_listener(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(channel, "HANDSHAKE_TIMEOUT", 0.3)
+async def test_slow_or_garbage_peers_do_not_block_the_listener() -> None:
     key = os.urandom(32)
-    lst = await Listener.start(HOST, key)
+    lst = await Listener.start(HOST, key, handshake_timeout=0.3)
     fut = lst.expect("r1")
     silent = socket.create_connection(lst.address)  # says nothing
     garbage = socket.create_connection(lst.address)

@@ -291,12 +291,12 @@ def test_incremental_shipping(kernel: Kernel) -> None:
 
 
 def test_large_variable_warns_before_sending(kernel: Kernel) -> None:
-    assert kernel.run("import jupyter_flame.notebook.magic as fm\nfm.WARN_BYTES = 1_000_000\n"
+    assert kernel.run("%config FlameMagics.warn_bytes = 1_000_000\n"
                       "warn_me = np.zeros(2_000_000, dtype=np.uint8)").status == "ok"
     res = kernel.run("%%flame\nn = warn_me.size\n")
     assert res.status == "ok", res.traceback_text()
     assert "Sending 'warn_me' (numpy.ndarray, 1.9 MiB) to the runner" in res.stderr
-    assert kernel.run("fm.WARN_BYTES = 1 << 30").status == "ok"
+    assert kernel.run("%config FlameMagics.warn_bytes = 1 << 30").status == "ok"
 
 
 def test_kubernetes_outside_a_pod_says_what_to_add(kernel: Kernel) -> None:

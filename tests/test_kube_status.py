@@ -128,7 +128,7 @@ def test_backend_service_account_reaches_every_kind_of_template() -> None:
 
 
 # --- watch recovery and pod deletion, with fakes ------------------------------------------------
-def test_watcher_survives_a_failed_reread_after_410(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_watcher_survives_a_failed_reread_after_410() -> None:
     from jupyter_flame.backends.kubernetes import watch as _kube_watch
 
     class Expired:
@@ -138,7 +138,6 @@ def test_watcher_survives_a_failed_reread_after_410(monkeypatch: pytest.MonkeyPa
         def stop(self) -> None:
             pass
 
-    monkeypatch.setattr(_kube_watch.watch, "Watch", Expired)
     rereads: list[str] = []
 
     def reread() -> tuple[dict[str, Any] | None, str | None]:
@@ -158,7 +157,7 @@ def test_watcher_survives_a_failed_reread_after_410(monkeypatch: pytest.MonkeyPa
                 gone.set_result(None)
 
         watcher = _kube_watch.Watcher(lambda *a, **k: None, "ns", "metadata.name=p", "1",
-                                      deliver, loop, reread)
+                                      deliver, loop, reread, make_watch=Expired)
         watcher.start()
         try:
             await asyncio.wait_for(gone, 10)

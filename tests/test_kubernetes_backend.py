@@ -29,8 +29,9 @@ from jupyter_flame.backends.kubernetes.backend import (
     list_runner_pods,
 )
 from jupyter_flame.backends.kubernetes.pod_template import RunnerPodTemplate
+from jupyter_flame.channel.protocol import EXIT_UNREACHABLE
 from jupyter_flame.errors import BackendError, BootError, ConfigError
-from tests.backend_contract import EXIT_UNREACHABLE, BackendContract, ContractPlumbing
+from tests.backend_contract import BackendContract, ContractPlumbing
 
 pytestmark = [
     pytest.mark.sim,

@@ -22,16 +22,16 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_flame.backends import local as local_backend
+from jupyter_flame.backends import local_records
 from jupyter_flame.backends.base import Backend, BootRequest, RunnerSpec
-from jupyter_flame.backends.gpu import GpuAllocator, GpuInfo, probe_gpus
+from jupyter_flame.backends.gpu import GpuAllocator, GpuInfo, SystemGpus, probe_gpus
 from jupyter_flame.backends.local import (
     LocalBackend,
     cleanup_local_runners,
     list_local_runner_records,
     runners_dir,
 )
-from jupyter_flame.channel.channel import Listener
+from jupyter_flame.channel.listener import Listener
 from jupyter_flame.errors import BootError, ConfigError
 
 from .backend_contract import BackendContract, ContractPlumbing
@@ -228,11 +228,10 @@ class TestLocalRunners(ContractPlumbing):
         # and a fresh shared allocator so that discovery happens under these conditions.
         monkeypatch.setenv("PATH", str(tmp_path))
         monkeypatch.setitem(sys.modules, "pynvml", None)
-        monkeypatch.setattr(local_backend, "_SHARED", [])
         assert probe_gpus() == ([], "nvidia-smi not found")
 
         async def scenario() -> None:
-            backend = LocalBackend(runtime_dir=runtime)
+            backend = LocalBackend(runtime_dir=runtime, system_gpus=SystemGpus())
             request = BootRequest("p", "r1", RunnerSpec(gpu=1), ("127.0.0.1", 1), os.urandom(32))
             with pytest.raises(
                 ConfigError,
@@ -437,9 +436,9 @@ def _group_with_a_stubborn_child(mark: str, **env: str) -> tuple[subprocess.Pope
 def test_kill_group_kills_children_that_ignore_sigterm(mark: str) -> None:
     leader, child = _group_with_a_stubborn_child(mark)
     try:
-        local_backend._kill_group(leader.pid, grace=1.0)
+        local_records._kill_group(leader.pid, grace=1.0)
         assert leader.wait(5) == -signal.SIGTERM
-        assert not local_backend._alive(child)  # SIGKILLed once the grace period passed
+        assert not local_records.alive(child)  # SIGKILLed once the grace period passed
     finally:
         leader.kill()
         leader.wait()
@@ -458,5 +457,5 @@ def test_cleanup_kills_what_a_dead_runner_left_in_its_group(runtime: Path, mark:
     done = {r["runner_id"]: r["action"] for r in cleanup_local_runners(runtime_dir=runtime,
                                                                      grace=1.0)}
     assert done == {"r8": "removed", "r7": "killed"}
-    assert not local_backend._alive(child)
+    assert not local_records.alive(child)
     assert list_local_runner_records(runtime) == []

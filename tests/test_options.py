@@ -20,6 +20,10 @@ from jupyter_flame.notebook.options import parse_cell_line, parse_pool_args
         ),
         ("--cpu 500m --memory 24Gi", RunnerSpec(cpu="500m", memory="24Gi")),
         ("--cpu 2 --memory 1e9", RunnerSpec(cpu="2", memory="1e9")),
+        # the grammar RunnerPodTemplate accepts (kubernetes.utils.parse_quantity) is the magic's
+        ("--memory 1E9", RunnerSpec(memory="1E9")),
+        ("--cpu 1.5 --memory 1.5Gi", RunnerSpec(cpu="1.5", memory="1.5Gi")),
+        ("--cpu 250m --memory 500M", RunnerSpec(cpu="250m", memory="500M")),
         (
             "--node-selector pool=gpu --node-selector zone=a",
             RunnerSpec(node_selector=(("pool", "gpu"), ("zone", "a"))),
@@ -73,7 +77,10 @@ def test_cell_flags() -> None:
         ("--volume data:relative", "absolute"),
         ("--timeout 0", "--timeout '0'"),
         ("--timeout soon", "--timeout 'soon'"),
-        ("--backend cloud", "invalid choice"),
+        ("--backend cloud", "--backend 'cloud' is not an installed backend: use one of "
+                            "kubernetes, local"),
+        ("--memory=-1Gi", "--memory '-1Gi'"),
+        ("--cpu 1Q", "--cpu '1Q'"),
         ("--frobnicate", "unrecognized arguments"),
     ],
 )

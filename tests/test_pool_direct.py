@@ -35,7 +35,7 @@ def test_warm_calls_take_the_direct_lane_and_say_so() -> None:
         st = pool.status()
         assert st["direct_calls"] == 20 and st["tasks_done"] == 21
         assert st["runners"][0]["phase"] == "idle" and st["runners"][0]["load"] == 0
-        from jupyter_flame.notebook.status import render_text
+        from jupyter_flame.pool.status import render_text
 
         assert "20 calls sent by the calling thread itself" in render_text([st])
 

@@ -429,7 +429,8 @@ async def test_exit_4_on_wrong_key() -> None:
 
 
 def test_value_cache_is_lru_by_bytes_and_drops_stale_aliases() -> None:
-    from jupyter_flame.runner._execution import ValueCache, _Entry
+    from jupyter_flame.runner.value_cache import Entry as _Entry
+    from jupyter_flame.runner.value_cache import ValueCache
 
     cache = ValueCache(max_bytes=100)
     a, b, c = [1], [2], [3]
@@ -457,7 +458,7 @@ async def test_cache_bound_from_environment() -> None:
 # --- the runner's internals, in process ---------------------------------------------------------
 def _in_process_runner() -> Any:
     from jupyter_flame.runner._lifecycle import Runner
-    from jupyter_flame.runner.main import RunnerEnv
+    from jupyter_flame.runner.env import RunnerEnv
 
     return Runner(RunnerEnv("127.0.0.1", 1, "r-in-process", "test", b"k" * 32))
 
@@ -465,7 +466,7 @@ def _in_process_runner() -> Any:
 def test_done_on_a_closed_channel_is_dropped_quietly(monkeypatch: pytest.MonkeyPatch) -> None:
     from jupyter_flame.channel.protocol import Done, Execute
     from jupyter_flame.errors import ChannelClosedError
-    from jupyter_flame.runner.main import Job
+    from jupyter_flame.runner.jobs import Job
 
     runner = _in_process_runner()
     try:

@@ -459,30 +459,24 @@ def test_no_thread_takes_the_fast_path_before_a_scan_has_registered(
     name = "flame_scan_race_local"
     module = types.ModuleType(name)
     module.__file__ = str(tmp_path / f"{name}.py")  # beside the notebook: local
-    monkeypatch.setattr(lm, "_classified", {})
-    monkeypatch.setattr(lm, "_registered", set())
-    lm.register_local_modules()  # warm up: whatever a full scan imports lazily is imported now
+    lm.LocalModules().register()  # warm up: whatever a full scan imports lazily is imported now
     monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr(lm, "_classified", {})
-    monkeypatch.setattr(lm, "_scanned_count", None)
-    monkeypatch.setattr(lm, "_scanned_at", 0.0)
     entered, release = threading.Event(), threading.Event()
-    is_local = lm._is_local
 
     def slow_is_local(top: str, location: str | None) -> bool:
         if top == name:  # hold the first scan right before it registers our module
             entered.set()
             release.wait(5)
-        return is_local(top, location)
+        return lm._is_local(top, location)
 
-    monkeypatch.setattr(lm, "_is_local", slow_is_local)
+    scan = lm.LocalModules(is_local=slow_is_local)
     seen: list[bool] = []
 
     def second() -> None:
-        lm.register_local_modules()
-        seen.append(name in lm._registered)  # what a pickle right after would rely on
+        scan.register()
+        seen.append(name in scan.registered)  # what a pickle right after would rely on
 
-    first = threading.Thread(target=lm.register_local_modules)
+    first = threading.Thread(target=scan.register)
     first.start()
     try:
         assert entered.wait(5)

@@ -57,13 +57,16 @@ depends on them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jupyter_flame.channel.protocol import EXIT_UNREACHABLE
+from jupyter_flame.config import FlameConfigurable, FlameConfigurableMeta
 from jupyter_flame.errors import BootError
 
 __all__ = [
@@ -81,10 +84,10 @@ __all__ = [
     "runner_env_for",
 ]
 
+log = logging.getLogger(__name__)
+
 #: How many lines of a runner's output a failure report carries.
 LOG_TAIL_LINES = 40
-#: The exit code of a runner that could not reach its kernel (``jupyter_flame.runner``).
-_EXIT_UNREACHABLE = 3
 
 #: Lifecycle phases, in order. ``failed`` and ``stopped`` are terminal.
 PHASES = (
@@ -128,7 +131,7 @@ def exit_message(runner_id: str, pool: str, code: int, *, before_connecting: boo
     message = f"Runner {runner_id} of pool {pool!r} {describe_exit(code).removeprefix('it ')}"
     if before_connecting:
         message += " before connecting"
-        if code == _EXIT_UNREACHABLE:
+        if code == EXIT_UNREACHABLE:
             message += f" (it could not reach the kernel at {parent})"
     return message
 
@@ -256,14 +259,22 @@ def runner_env(request: BootRequest) -> dict[str, str]:
 Subscriber = Callable[[LifecycleEvent], None]
 
 
-class Backend(ABC):
-    """Base class of every backend; see the module docstring for the contract."""
+class Backend(FlameConfigurable, metaclass=FlameConfigurableMeta):
+    """Base class of every backend; see the module docstring for the contract.
+
+    A backend is a traitlets ``Configurable``: its options are traits tagged ``config=True``
+    (``c.KubernetesBackend.namespace = "ml"`` in ``ipython_config.py``), and a subclass passes
+    only the keywords its caller gave to ``super().__init__(**explicit)`` so that an explicit
+    keyword wins over configuration (see :mod:`jupyter_flame.config`).
+    """
 
     #: The name used with ``--backend`` and the ``jupyter_flame.backends`` entry points.
     name: str = ""
 
-    def __init__(self) -> None:
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self._subscribers: list[Subscriber] = []
+        self._failed_subscribers: list[Subscriber] = []  # logged in full once each
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         self._subscribers.append(callback)
@@ -282,8 +293,14 @@ class Backend(ABC):
         for callback in list(self._subscribers):
             try:
                 callback(event)
-            except Exception:  # a broken widget must never break a runner
-                pass
+            except Exception:  # a broken widget must never break a runner: log, go on
+                first = callback not in self._failed_subscribers
+                if first:
+                    self._failed_subscribers.append(callback)
+                log.log(logging.ERROR if first else logging.DEBUG,
+                        "%s: lifecycle subscriber %r failed on %s of runner %s%s",
+                        type(self).__name__, callback, phase, handle.id,
+                        "" if first else " (again)", exc_info=True)
 
     def closed_error(self, request: BootRequest) -> BootError:
         """The error of a boot on a closed backend (also one that ``close()`` overtook)."""

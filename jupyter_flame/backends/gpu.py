@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from jupyter_flame.errors import BootError, ConfigError
 
-__all__ = ["GpuAllocator", "GpuInfo", "discover_gpus", "probe_gpus"]
+__all__ = ["SYSTEM_GPUS", "GpuAllocator", "GpuInfo", "SystemGpus", "discover_gpus", "probe_gpus"]
 
 _QUERY = ["--query-gpu=index,uuid,name,memory.total", "--format=csv,noheader,nounits"]
 
@@ -251,3 +251,23 @@ class GpuAllocator:
         """Give back the GPUs of ``runner_id`` (none held: nothing happens); returns them."""
         with self._lock:
             return self._held.pop(runner_id, [])
+
+
+class SystemGpus:
+    """This machine's GPUs, discovered once (on first use, thread-safe) and shared by every
+    :class:`~jupyter_flame.backends.local.LocalBackend` given the same instance; the default
+    instance :data:`SYSTEM_GPUS` is the process-wide one."""
+
+    def __init__(self) -> None:
+        self._allocator: GpuAllocator | None = None
+        self._lock = threading.Lock()
+
+    def allocator(self) -> GpuAllocator:
+        with self._lock:
+            if self._allocator is None:
+                self._allocator = GpuAllocator.from_system()
+            return self._allocator
+
+
+#: The process-wide discovered GPUs.
+SYSTEM_GPUS = SystemGpus()

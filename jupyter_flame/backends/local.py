@@ -27,20 +27,21 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import json
 import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable as CallableType
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypedDict
+
+from traitlets import Callable, Dict, Instance, List, Unicode
+from traitlets.config import Config
 
 from jupyter_flame.backends.base import (
     LOG_TAIL_LINES,
@@ -52,205 +53,22 @@ from jupyter_flame.backends.base import (
     exit_message,
     runner_env,
 )
-from jupyter_flame.backends.gpu import GpuAllocator, GpuInfo
+from jupyter_flame.backends.gpu import SYSTEM_GPUS, GpuAllocator, GpuInfo, SystemGpus
+from jupyter_flame.backends.local_records import (
+    RUNNER_MODULE,
+    LocalRunnerRecord,
+    alive,
+    cleanup_local_runners,
+    list_local_runner_records,
+    runners_dir,
+    signal_group,
+    write_record,
+)
+from jupyter_flame.config import given
 from jupyter_flame.errors import BootError
 
 __all__ = ["LocalBackend", "LocalRunnerRecord", "cleanup_local_runners",
            "list_local_runner_records", "runners_dir"]
-
-_RUNNER_MODULE = "jupyter_flame.runner"
-
-
-class LocalRunnerRecord(TypedDict, total=False):
-    """A live local runner, as written to the runtime directory (see the module docstring)."""
-
-    version: int
-    id: str
-    runner_id: str
-    pool: str
-    backend: str
-    pid: int
-    kernel_pid: int
-    kernel_id: str
-    started: float
-    gpus: list[str]
-    node: str
-    log: str
-    action: str  # set by cleanup_local_runners: "killed" or "removed"
-
-
-def runners_dir(runtime_dir: str | os.PathLike[str] | None = None) -> Path:
-    """Where runner records live: ``<jupyter runtime dir>/jupyter-flame/runners``."""
-    if runtime_dir is None:
-        from jupyter_core.paths import jupyter_runtime_dir
-        runtime_dir = jupyter_runtime_dir()
-    return Path(runtime_dir) / "jupyter-flame" / "runners"
-
-
-def _write_record(path: Path, record: LocalRunnerRecord) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a running (not zombie) process."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _is_runner(pid: int, runner_id: str) -> bool:
-    """Whether ``pid`` really is the jupyter-flame runner ``runner_id`` (guards pid reuse)."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        if Path("/proc/self").exists():
-            return False
-        try:  # no /proc (macOS): ask ps
-            argv = subprocess.run(["ps", "-ww", "-o", "command=", "-p", str(pid)],
-                                  capture_output=True, timeout=5, check=False).stdout.split()
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return _RUNNER_MODULE.encode() in argv
-    if _RUNNER_MODULE.encode() not in argv:
-        return False
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    except OSError:
-        return True  # not ours to read: the command line has to do
-    return f"JUPYTER_FLAME_RUNNER_ID={runner_id}".encode() in environ
-
-
-def list_local_runner_records(
-        runtime_dir: str | os.PathLike[str] | None = None) -> list[LocalRunnerRecord]:
-    """Every runner record of this machine (unreadable files skipped), oldest first."""
-    records: list[LocalRunnerRecord] = []
-    folder = runners_dir(runtime_dir)
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and isinstance(data.get("pid"), int):
-            data.setdefault("id", path.stem)
-            records.append(data)  # type: ignore[arg-type]
-    return sorted(records, key=lambda r: r.get("started", 0.0))
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> bool:
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except OSError:
-        return False
-
-
-def _group_members(pgid: int) -> list[int] | None:
-    """The live (not zombie) processes of process group ``pgid``; ``None`` without /proc."""
-    proc = Path("/proc")
-    if not (proc / "self").exists():
-        return None
-    members = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            if fields[0] != "Z" and int(fields[2]) == pgid:
-                members.append(int(entry.name))
-        except (OSError, IndexError, ValueError):
-            continue
-    return members
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any live process is left in process group ``pgid`` (the leader or not)."""
-    try:
-        os.killpg(pgid, 0)
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    members = _group_members(pgid)
-    return True if members is None else bool(members)
-
-
-def _runner_group(pid: int, runner_id: str) -> bool:
-    """Whether process group ``pid`` is the runner ``runner_id``'s: its leader is that runner,
-    or, the leader gone, a process left in the group carries the runner's environment."""
-    if _alive(pid):
-        return _is_runner(pid, runner_id)
-    wanted = f"JUPYTER_FLAME_RUNNER_ID={runner_id}".encode()
-    for member in _group_members(pid) or []:
-        try:
-            if wanted in Path(f"/proc/{member}/environ").read_bytes().split(b"\0"):
-                return True
-        except OSError:
-            continue
-    return False
-
-
-def _kill_group(pgid: int, grace: float) -> None:
-    """SIGTERM the group, then SIGKILL what is left of it after ``grace`` seconds (the whole
-    group counts, not only its leader: a child may ignore SIGTERM or outlive the leader)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _signal_group(pgid, sig):
-            return
-        deadline = time.monotonic() + grace
-        while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not _group_alive(pgid):
-            return
-
-
-def cleanup_local_runners(dead_parent_only: bool = True, *,
-                          runtime_dir: str | os.PathLike[str] | None = None,
-                          grace: float = 3.0) -> list[LocalRunnerRecord]:
-    """Kill leftover local runners and remove their records.
-
-    A runner is killed (SIGTERM to its process group, then SIGKILL after ``grace`` seconds to
-    whatever is left of the group) when its kernel process is gone, or always with
-    ``dead_parent_only=False``, and only once ``/proc/<pid>`` shows it really is that
-    jupyter-flame runner (or, its process gone, that processes it left in its group carry its
-    environment). Records of runners that no longer exist are removed. Returns the records
-    acted on, each with ``action`` set to ``"killed"`` or ``"removed"``.
-    """
-    done: list[LocalRunnerRecord] = []
-    folder = runners_dir(runtime_dir)
-    for record in list_local_runner_records(runtime_dir):
-        pid, kernel_pid = record["pid"], record.get("kernel_pid", 0)
-        if not _runner_group(pid, record.get("runner_id", "")):
-            record["action"] = "removed"
-        elif dead_parent_only and kernel_pid and _alive(kernel_pid):
-            continue
-        else:
-            _kill_group(pid, grace)
-            record["action"] = "killed"
-        (folder / f"{record['id']}.json").unlink(missing_ok=True)
-        done.append(record)
-    return done
-
-
-_SHARED: list[GpuAllocator] = []  # the discovered GPUs, shared by this process's backends
-_SHARED_LOCK = threading.Lock()
-
-
-def _shared_allocator() -> GpuAllocator:
-    with _SHARED_LOCK:
-        if not _SHARED:
-            _SHARED.append(GpuAllocator.from_system())
-        return _SHARED[0]
-
 
 _LIVE: dict[int, Path] = {}  # pgid -> record, for runners still alive at interpreter exit
 
@@ -258,7 +76,7 @@ _LIVE: dict[int, Path] = {}  # pgid -> record, for runners still alive at interp
 @atexit.register
 def _kill_live_runners() -> None:
     for pgid, record in list(_LIVE.items()):
-        _signal_group(pgid, signal.SIGTERM)
+        signal_group(pgid, signal.SIGTERM)
         record.unlink(missing_ok=True)
 
 
@@ -284,50 +102,68 @@ def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
+def _path(value: str | os.PathLike[str] | None) -> str | None:
+    return None if value is None else os.fspath(value)
+
+
 class LocalBackend(Backend):
     """Runners as subprocesses of the kernel.
 
-    Parameters
-    ----------
-    python:
-        The interpreter that runs ``-m jupyter_flame.runner`` (default: ``sys.executable``).
-    env:
-        Extra environment for every runner (below ``runner_env`` and the spec's ``env``).
-    cwd:
-        The runners' working directory (default: the kernel's, at boot time).
-    gpus:
-        The GPUs runners may get. Default: discovered (by :func:`~.gpu.discover_gpus`, through
-        :meth:`~.gpu.GpuAllocator.from_system`) on the first ``--gpu`` request and shared by
-        every LocalBackend of this process; GPUs held by runners of other kernels (per their
-        runner records) are never handed out.
-    discover:
-        A callable returning the GPUs, used instead of :func:`~.gpu.discover_gpus`. Backends
-        given ``gpus`` or ``discover`` have an allocator of their own.
-    runtime_dir:
-        Jupyter's runtime directory, for runner records (default: ``jupyter_runtime_dir()``).
-    log_dir:
-        Where runner logs go (default: a private temporary directory removed by ``close()``).
+    Every option is a configurable trait (``c.LocalBackend.env = {...}`` in
+    ``ipython_config.py``), listed with its help below and in docs/configuration.md; a keyword
+    given here wins (paths may be ``os.PathLike``). GPUs: given ``gpus`` or ``discover``, a
+    backend has an allocator of its own; otherwise GPUs are discovered on the first ``--gpu``
+    request and shared by every LocalBackend of the process (``system_gpus``), and GPUs held by
+    runners of other kernels (per their runner records) are never handed out.
     """
 
     name = "local"
 
+    python = Unicode(None, allow_none=True, help=(
+        "The interpreter that runs -m jupyter_flame.runner. None: the kernel's own "
+        "(sys.executable).")).tag(config=True)
+    env = Dict(value_trait=Unicode(), help=(
+        "Extra environment for every runner (below the runner's own variables and the "
+        "cell's --env).")).tag(config=True)
+    cwd = Unicode(None, allow_none=True, help=(
+        "The runners' working directory. None: the kernel's, at boot time.")).tag(config=True)
+    gpus = List(Instance(GpuInfo), default_value=None, allow_none=True, help=(
+        "The GPUs runners may get (GpuInfo values). None: discovered with nvidia-smi on the "
+        "first --gpu request and shared by every LocalBackend of this process.")
+    ).tag(config=True)
+    discover = Callable(None, allow_none=True, help=(
+        "A function returning the GPUs, used instead of nvidia-smi discovery; a backend given "
+        "gpus or discover has a GPU allocator of its own.")).tag(config=True)
+    system_gpus = Instance(SystemGpus, allow_none=True, help=(
+        "Where discovered GPUs are shared. None: the process-wide discovery (every "
+        "LocalBackend of this process shares it); a SystemGpus() of its own discovers afresh."
+    )).tag(config=True)
+    runtime_dir = Unicode(None, allow_none=True, help=(
+        "Where runner records go (jupyter flame list/cleanup read them). None: Jupyter's "
+        "runtime directory.")).tag(config=True)
+    log_dir = Unicode(None, allow_none=True, help=(
+        "Where runner logs go. None: a private temporary directory removed by close().")
+    ).tag(config=True)
+
     def __init__(self, *, python: str | None = None, env: Mapping[str, str] | None = None,
                  cwd: str | os.PathLike[str] | None = None,
                  gpus: Iterable[GpuInfo] | None = None,
-                 discover: Callable[[], Sequence[GpuInfo]] | None = None,
+                 discover: CallableType[[], Sequence[GpuInfo]] | None = None,
                  runtime_dir: str | os.PathLike[str] | None = None,
-                 log_dir: str | os.PathLike[str] | None = None) -> None:
-        super().__init__()
-        self.python = python or sys.executable
-        self.env = dict(env or {})
-        self.cwd = None if cwd is None else os.fspath(cwd)
-        self.runtime_dir = runtime_dir
-        self._gpus = None if gpus is None else list(gpus)
-        self._discover = discover
+                 log_dir: str | os.PathLike[str] | None = None,
+                 system_gpus: SystemGpus | None = None, config: Config | None = None) -> None:
+        super().__init__(**given(
+            python=python, env=None if env is None else dict(env), cwd=_path(cwd),
+            gpus=None if gpus is None else list(gpus), discover=discover,
+            runtime_dir=_path(runtime_dir), log_dir=_path(log_dir), system_gpus=system_gpus,
+            config=config))
+        self.python = self.python or sys.executable
+        self._gpus = None if self.gpus is None else list(self.gpus)
+        self._discover = self.discover
         self._allocator: GpuAllocator | None = None
         self._allocator_lock = threading.Lock()
-        self._log_dir = None if log_dir is None else Path(log_dir)
-        self._own_log_dir = log_dir is None
+        self._own_log_dir = self.log_dir is None
+        self._log_dir = None if self.log_dir is None else Path(self.log_dir)
         self._runners: dict[str, _Runner] = {}
         self._closed = False
         self._node = socket.gethostname()
@@ -349,7 +185,7 @@ class LocalBackend(Backend):
             return GpuAllocator(self._gpus, none_reason="no GPUs were configured")
         if self._discover is not None:
             return GpuAllocator(self._discover(), none_reason="GPU discovery found none")
-        return _shared_allocator()
+        return (self.system_gpus or SYSTEM_GPUS).allocator()
 
     async def _allocate(self, request: BootRequest) -> list[str]:
         """GPUs for ``request``; discovery and the other kernels' records are read in a
@@ -365,7 +201,7 @@ class LocalBackend(Backend):
         """GPUs held by live runners of other kernels on this machine (from their records)."""
         held = {}
         for rec in list_local_runner_records(self.runtime_dir):
-            if rec.get("kernel_pid") != os.getpid() and rec.get("gpus") and _alive(rec["pid"]):
+            if rec.get("kernel_pid") != os.getpid() and rec.get("gpus") and alive(rec["pid"]):
                 held[rec["id"]] = list(rec.get("gpus", []))
         return held
 
@@ -405,7 +241,7 @@ class LocalBackend(Backend):
         self._runners[handle.id] = runner
         _LIVE[process.pid] = record_path
         try:
-            _write_record(record_path, {
+            write_record(record_path, {
                 "version": 1, "id": record_path.stem, "runner_id": handle.id,
                 "pool": handle.pool, "backend": self.name, "pid": process.pid,
                 "kernel_pid": os.getpid(), "kernel_id": request.kernel_id,
@@ -429,7 +265,7 @@ class LocalBackend(Backend):
         log = self._logs() / f"{safe}-{os.getpid()}-{time.monotonic_ns()}.log"
         with open(log, "wb") as out:
             process = await asyncio.create_subprocess_exec(
-                self.python, "-m", _RUNNER_MODULE, stdin=asyncio.subprocess.DEVNULL,
+                self.python or sys.executable, "-m", RUNNER_MODULE, stdin=asyncio.subprocess.DEVNULL,
                 stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
                 cwd=self.runner_cwd(), start_new_session=True)
         return process, log
@@ -439,7 +275,7 @@ class LocalBackend(Backend):
         try:
             code = await runner.process.wait()
         finally:
-            _signal_group(pid, signal.SIGKILL)  # whatever the cell left behind in its group
+            signal_group(pid, signal.SIGKILL)  # whatever the cell left behind in its group
             _LIVE.pop(pid, None)
             runner.record.unlink(missing_ok=True)
             if handle.info.get("gpus"):
@@ -470,11 +306,11 @@ class LocalBackend(Backend):
             if not runner.stopping:
                 runner.stopping = True
                 self.emit(handle, "stopping", grace=grace)
-            _signal_group(runner.process.pid, signal.SIGTERM)
+            signal_group(runner.process.pid, signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(handle.exited), grace)
             except asyncio.TimeoutError:
-                _signal_group(runner.process.pid, signal.SIGKILL)
+                signal_group(runner.process.pid, signal.SIGKILL)
                 await asyncio.shield(handle.exited)
         if runner.watcher is not None:
             await asyncio.shield(runner.watcher)

@@ -1,6 +1,7 @@
 """The kernel-runner channel: authenticated, sequenced, MAC'd frames with buffers out of band.
 
-``channel`` (``Channel``, ``Listener``, ``connect``), ``_framing`` (frame layout and MACs),
+``channel`` (``Channel``), ``listener`` (``Listener``, the parent's side), ``dial``
+(``connect``, the runner's side), ``_framing`` (frame layout and MACs, the handshake),
 ``_conn`` (the socket and its staging buffer), ``_baton`` (who reads a channel), ``protocol``
 (the wire messages, frozen dataclasses).
 """
@@ -11,4 +12,7 @@ from jupyter_flame._lazy import lazy_exports
 
 __all__ = ["Channel", "ChannelClosedError", "Listener", "connect"]
 
-__getattr__, __dir__ = lazy_exports(__name__, {n: "channel" for n in __all__}, globals())
+_WHERE = {"Channel": "channel", "ChannelClosedError": "channel", "Listener": "listener",
+          "connect": "dial"}
+
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, globals())

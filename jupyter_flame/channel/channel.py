@@ -1,6 +1,8 @@
 """The authenticated message channel between a kernel (the parent) and a runner.
 
-One :class:`Listener` per pool listens on the parent; each runner dials it with :func:`connect`.
+One :class:`~jupyter_flame.channel.listener.Listener` per pool listens on the parent
+(:mod:`.listener`); each runner dials it with :func:`~jupyter_flame.channel.dial.connect`
+(:mod:`.dial`); both then hold a :class:`Channel` (this module).
 Both ends prove they hold the pool's key (a mutual HMAC challenge on fresh nonces, in plain bytes)
 before anything is unpickled, and derive per-connection, per-direction session keys. Every frame is
 sequenced and authenticated over all of its bytes, out-of-band buffers included, before it is
@@ -21,38 +23,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
-import socket
 import threading
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from jupyter_flame.channel._conn import BlockingReads, Conn, drive
 from jupyter_flame.channel._framing import (
     FRAME_TAG_SIZE,
-    MAX_RUNNER_ID,
     SMALL,
     DirectionKeys,
     FrameOpener,
     FrameSealer,
-    check_key,
-    parent_handshake,
-    runner_handshake,
-    session_keys,
 )
-from jupyter_flame.errors import ChannelAuthError, ChannelClosedError, FlameTimeoutError
+from jupyter_flame.errors import ChannelAuthError, ChannelClosedError
 
-__all__ = [
-    "DEFAULT_MAX_FRAME",
-    "HANDSHAKE_TIMEOUT",
-    "Channel",
-    "ChannelClosedError",
-    "Encoded",
-    "Listener",
-    "connect",
-]
+__all__ = ["DEFAULT_MAX_FRAME", "Channel", "ChannelClosedError", "Encoded"]
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +47,6 @@ DEFAULT_MAX_FRAME = 16 * 1024**3
 
 _CHUNK = 4 * 1024 * 1024  # large buffers are MAC'd and sent in chunks of this size
 
-HANDSHAKE_TIMEOUT = 10.0
-"""Seconds a dialing peer has to complete the handshake before the listener drops it."""
 
 
 class Encoded:
@@ -343,186 +327,3 @@ class Channel:
 def _consume_result(task: asyncio.Task[None]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: the caller may have been cancelled and never see it
-
-
-def _nodelay(sock: socket.socket) -> None:
-    sock.setblocking(False)
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-# --- runner side -------------------------------------------------------------------------------
-async def connect(
-    host: str,
-    port: int,
-    key: bytes,
-    runner_id: str,
-    *,
-    timeout: float = 30.0,
-    max_frame: int = DEFAULT_MAX_FRAME,
-) -> Channel:
-    """Dial the parent's :class:`Listener` and authenticate (runner side).
-
-    Raises :class:`ChannelAuthError` if the parent does not prove it holds ``key`` or rejects
-    this runner, :class:`~jupyter_flame.errors.FlameTimeoutError` after ``timeout`` seconds,
-    ``OSError`` if the address cannot be reached.
-    """
-    key = check_key(key)
-    rid = runner_id.encode("utf-8")
-    if not 0 < len(rid) <= MAX_RUNNER_ID:
-        raise ValueError(f"runner id must be 1..{MAX_RUNNER_ID} utf-8 bytes, got {runner_id!r}")
-    try:
-        return await asyncio.wait_for(_dial(host, port, key, rid, max_frame), timeout)
-    except asyncio.TimeoutError as exc:
-        raise FlameTimeoutError(
-            f"could not connect and authenticate to {host}:{port} within {timeout} s",
-            runner=runner_id,
-        ) from exc
-
-
-async def _dial(host: str, port: int, key: bytes, rid: bytes, max_frame: int) -> Channel:
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    family, type_, proto, _, addr = infos[0]
-    sock = socket.socket(family, type_, proto)
-    try:
-        _nodelay(sock)
-        await loop.sock_connect(sock, addr)
-        conn = Conn(sock)
-        transcript = await runner_handshake(conn, key, rid, f"{host}:{port}")
-    except BaseException:
-        sock.close()
-        raise
-    p2r, r2p = session_keys(key, transcript)
-    return Channel(conn, rid.decode(), tx=r2p, rx=p2r, max_frame=max_frame)
-
-
-# --- parent side -------------------------------------------------------------------------------
-class Listener:
-    """Accepts runner connections for one pool (parent side).
-
-    Create with :meth:`start`; call :meth:`expect` for each runner before it dials. Each
-    connection is handshaken in its own task with a :data:`HANDSHAKE_TIMEOUT`, so a slow or
-    hostile peer never blocks others. Rejected connections are logged and recorded in
-    :attr:`rejected` (address, runner id, reason; the last 100).
-    """
-
-    def __init__(self, sock: socket.socket, key: bytes, max_frame: int) -> None:
-        self._sock = sock
-        self._key = key
-        self._max_frame = max_frame
-        self._expected: dict[str, asyncio.Future[Channel]] = {}
-        self._handshakes: set[asyncio.Task[None]] = set()
-        self._closed = False
-        self.rejected: deque[tuple[Any, str, str]] = deque(maxlen=100)
-        host, port = sock.getsockname()[:2]
-        self.address: tuple[str, int] = (host, port)
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
-
-    @classmethod
-    async def start(
-        cls, host: str, key: bytes, port: int = 0, *, max_frame: int = DEFAULT_MAX_FRAME
-    ) -> Listener:
-        """Listen on ``host:port`` (port 0 picks a free one; see :attr:`address`)."""
-        key = check_key(key)
-        loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        family, type_, proto, _, addr = infos[0]
-        sock = socket.socket(family, type_, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind(addr)
-            sock.listen(128)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        return cls(sock, key, max_frame)
-
-    def expect(self, runner_id: str) -> asyncio.Future[Channel]:
-        """A future resolved with the channel once ``runner_id`` connects and authenticates."""
-        if self._closed:
-            raise ChannelClosedError("listener is closed")
-        fut = self._expected.get(runner_id)
-        if fut is None or fut.done():
-            fut = asyncio.get_running_loop().create_future()
-            self._expected[runner_id] = fut
-        return fut
-
-    def forget(self, runner_id: str) -> None:
-        """Stop expecting ``runner_id`` (its future is cancelled; it can no longer connect)."""
-        fut = self._expected.pop(runner_id, None)
-        if fut is not None and not fut.done():
-            fut.cancel()
-
-    async def close(self) -> None:
-        """Stop listening; pending expectations fail with :class:`ChannelClosedError`."""
-        if self._closed:
-            return
-        self._closed = True
-        self._accept_task.cancel()
-        tasks = [self._accept_task, *self._handshakes]
-        for task in self._handshakes:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._sock.close()
-        for rid, fut in self._expected.items():
-            if not fut.done():
-                fut.set_exception(ChannelClosedError(f"listener closed before {rid!r} connected"))
-                fut.exception()  # nobody may be waiting; avoid "never retrieved" noise
-        self._expected.clear()
-
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                conn, addr = await loop.sock_accept(self._sock)
-            except OSError as exc:  # e.g. EMFILE: back off, keep listening
-                log.warning("channel listener accept failed: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            task = loop.create_task(self._handshake(conn, addr))
-            self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
-
-    def _reject(self, addr: Any, rid: str, reason: str) -> None:
-        log.warning("channel: rejected connection from %s (runner %r): %s", addr, rid, reason)
-        self.rejected.append((addr, rid, reason))
-
-    async def _handshake(self, sock: socket.socket, addr: Any) -> None:
-        rid = ["?"]
-        try:
-            _nodelay(sock)
-            conn = Conn(sock)
-        except BaseException:
-            sock.close()
-            raise
-        try:
-            channel = await asyncio.wait_for(self._serve(conn, rid), HANDSHAKE_TIMEOUT)
-        except asyncio.TimeoutError:
-            conn.close()
-            self._reject(addr, rid[0], f"handshake not completed within {HANDSHAKE_TIMEOUT} s")
-            return
-        except (ChannelAuthError, ChannelClosedError, UnicodeDecodeError) as exc:
-            conn.close()
-            self._reject(addr, rid[0], str(exc))
-            return
-        except BaseException:
-            conn.close()
-            raise
-        fut = self._expected.get(channel.peer_id)
-        if fut is not None and not fut.done() and not self._closed:
-            del self._expected[channel.peer_id]
-            fut.set_result(channel)
-        else:
-            channel.close()
-            self._reject(addr, channel.peer_id, "runner id no longer expected")
-
-    async def _serve(self, conn: Conn, rid_box: list[str]) -> Channel:
-        def expected(rid: str) -> bool:
-            fut = self._expected.get(rid)
-            return fut is not None and not fut.done() and not self._closed
-
-        transcript = await parent_handshake(conn, self._key, expected, rid_box)
-        p2r, r2p = session_keys(self._key, transcript)
-        return Channel(conn, rid_box[0], tx=p2r, rx=r2p, max_frame=self._max_frame)

@@ -25,7 +25,6 @@ from typing import Any
 
 from jupyter_flame.channel.protocol import ClearOutput, Display, Done, Execute, Packed, Stream
 from jupyter_flame.errors import FlameError
-from jupyter_flame.pool import loop as _loop
 from jupyter_flame.pool.link import Output, RunnerLink
 from jupyter_flame.pool.pool import Pool
 from jupyter_flame.values.remote import raise_remote, rebuild_error
@@ -49,6 +48,8 @@ class CellRequest:
     link: RunnerLink | None = None
     #: names a background cell bound that the notebook rebound meanwhile, with the runner's values
     conflicts: dict[str, Any] = field(default_factory=dict)
+    #: no text status (``--quiet``, ``c.FlameMagics.quiet``)
+    quiet: bool = False
 
     def make_message(self, link: RunnerLink, task: int) -> Execute:
         cached = {n: p.digest for n, p in self.packed.items()
@@ -67,7 +68,8 @@ class CellRequest:
 
 
 def prepare(shell: Any, source: str, pool: Pool, *, skip: tuple[str, ...] = (),
-            timeout: float | None = None, warn_bytes: int | None = None) -> CellRequest:
+            timeout: float | None = None, warn_bytes: int | None = None,
+            quiet: bool = False) -> CellRequest:
     """Analyse and pack a cell. Raises ``SyntaxError`` or ``SerializationError``; sends
     nothing."""
     from jupyter_flame.values.capture import analyze, names_to_ship
@@ -88,7 +90,7 @@ def prepare(shell: Any, source: str, pool: Pool, *, skip: tuple[str, ...] = (),
             print(f"{w.category.__name__}: {w.message}", file=sys.stderr)
     count = getattr(shell, "execution_count", 0)
     return CellRequest(source=source, pool=pool, packed=packed,
-                       filename=f"<flame-cell-{count}>", timeout=timeout)
+                       filename=f"<flame-cell-{count}>", timeout=timeout, quiet=quiet)
 
 
 def _render(item: Output) -> None:
@@ -111,10 +113,66 @@ def _render(item: Output) -> None:
         clear_output(wait=item.wait)
 
 
-def _drain(q: queue.SimpleQueue[Any], until: float | None = None) -> bool:
+class WaitStatus:
+    """The text status of a cell waiting for a runner (until the widgets take over).
+
+    Silent while a runner takes the cell within ``after`` seconds (a warm pool); then one line
+    on stderr each time what the cell waits for changes (a runner booting and its phase, or
+    every runner busy), and one when a runner takes it. ``--quiet`` silences it.
+    """
+
+    def __init__(self, req: CellRequest, after: float = 1.0) -> None:
+        self.req, self.after = req, after
+        self.started = time.monotonic()
+        self.last = ""
+        self.next_check = self.started + after
+
+    def tick(self) -> None:
+        if self.req.quiet or self.last == "done":
+            return
+        now = time.monotonic()
+        link = self.req.link
+        if link is not None:
+            if self.last:
+                self._say(f"runner {link.id} took the cell after {now - self.started:.1f} s")
+            self.last = "done"
+            return
+        if now < self.next_check:
+            return
+        self.next_check = now + 1.0
+        line = waiting_line(self.req.pool.status())
+        if line != self.last:
+            self._say(line)
+            self.last = line
+
+    def _say(self, text: str) -> None:
+        print(f"jupyter-flame: {text}", file=sys.stderr, flush=True)
+
+
+def waiting_line(st: Any) -> str:
+    """What a cell of pool ``st`` (a ``PoolStatus``) waits for, in one line."""
+    booting = [r for r in st["runners"] if r["state"] == "booting"]
+    if booting:
+        parts = []
+        for r in booting:
+            part = f"{r['id']} {r['phase']}"
+            if r["reason"]:
+                part += f" ({r['reason']}: {r['message']})" if r["message"] else f" ({r['reason']})"
+            parts.append(part)
+        return f"waiting for a runner of pool {st['name']!r}: " + "; ".join(parts)
+    if not st["runners"]:
+        return f"waiting for pool {st['name']!r} to boot a runner"
+    return (f"waiting for a runner of pool {st['name']!r}: {len(st['runners'])} of max "
+            f"{st['max']} runner(s), all busy; {st['waiting']} cell(s)/call(s) queued")
+
+
+def _drain(q: queue.SimpleQueue[Any], until: float | None = None,
+           status: WaitStatus | None = None) -> bool:
     """Render queued outputs until the task is done (True) or ``until`` passes (False)."""
     while True:
         wait = 0.25 if until is None else max(0.0, min(0.25, until - time.monotonic()))
+        if status is not None:
+            status.tick()
         try:
             item = q.get(timeout=wait)
         except queue.Empty:
@@ -129,12 +187,13 @@ def _drain(q: queue.SimpleQueue[Any], until: float | None = None) -> bool:
 def run_foreground(shell: Any, req: CellRequest) -> Any:
     """Run the cell, streaming its output into the current cell; return its value."""
     q: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    core = req.pool._core
-    fut = _loop.submit(core.run(req.make_message, q.put, req.timeout,
-                                on_checkout=req.on_checkout))
+    fut = req.pool.dispatch(req.make_message, on_output=q.put, timeout=req.timeout,
+                            on_checkout=req.on_checkout)
     fut.add_done_callback(lambda f: q.put(_DONE))
+    waiting = WaitStatus(req)
     try:
-        _drain(q)
+        _drain(q, status=waiting)
+        waiting.tick()  # a cell that finished before the next tick still says who took it
     except KeyboardInterrupt:
         _interrupt(req, fut, q)
     link, done = fut.result()
@@ -148,7 +207,7 @@ def _interrupt(req: CellRequest, fut: concurrent.futures.Future[Any],
         fut.cancel()  # still waiting for a runner: leave the queue
         raise KeyboardInterrupt
     grace = req.pool.options.interrupt_grace
-    _loop.submit(link.interrupt(task))
+    req.pool.interrupt(link, task)
     try:
         finished = _drain(q, until=time.monotonic() + grace)
     except KeyboardInterrupt:
@@ -159,7 +218,7 @@ def _interrupt(req: CellRequest, fut: concurrent.futures.Future[Any],
         except Exception:
             pass
         raise KeyboardInterrupt
-    _loop.run_sync(req.pool._core.kill(link), timeout=30)
+    req.pool.kill_runner(link)
     try:
         fut.result(timeout=10)
     except BaseException:

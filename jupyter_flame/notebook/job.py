@@ -178,12 +178,12 @@ def run_background(shell: Any, req: Any) -> FlameJob:
         req.on_checkout(link, task)
         job.runner = link.id
 
-    inner = _loop.submit(req.pool._core.run(req.make_message, on_output, req.timeout,
-                                            on_checkout=on_checkout))
+    inner = req.pool.dispatch(req.make_message, on_output=on_output, timeout=req.timeout,
+                              on_checkout=on_checkout)
 
     def cancel() -> None:
         if req.link is not None and req.task is not None:
-            _loop.submit(req.link.interrupt(req.task))
+            req.pool.interrupt(req.link, req.task)
         else:
             inner.cancel()
 

@@ -1,4 +1,8 @@
-"""The ``%%flame`` cell magic and ``%flame`` line commands (a thin adapter over the core)."""
+"""The ``%%flame`` cell magic and ``%flame`` line commands (a thin adapter over the core).
+
+``FlameMagics`` is configurable like every IPython ``Magics``: ``c.FlameMagics.default_backend``
+in ``ipython_config.py``, or ``%config FlameMagics.quiet = True`` in a running kernel.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,9 @@ import threading
 from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
+from traitlets import Bool, Int, TraitError, Unicode, validate
 
+from jupyter_flame.config import check_values
 from jupyter_flame.errors import ConfigError
 from jupyter_flame.notebook.options import (
     cell_parser,
@@ -24,13 +30,9 @@ Line commands
 %flame status                      the pool dashboard (every pool and runner)
 %flame pool NAME [options]         define a pool, or resize it (options below)
 %flame shutdown [NAME | --all]     shut down one pool, or all of them (the default)
+%flame config                      every option (c.Pool.*, c.FlameMagics.*, the backends'),
+                                   its value in this kernel and where the value came from
 """
-
-#: Cells whose variables are larger than this (bytes) warn before sending.
-WARN_BYTES = 1 << 30
-
-#: Implicit pools (picked by a cell's runner options) allow this many runners at once.
-IMPLICIT_MAX = 4
 
 _implicit_lock = threading.Lock()
 
@@ -41,7 +43,35 @@ def _help() -> str:
 
 @magics_class
 class FlameMagics(Magics):
-    """Run cells on FLAME runners."""
+    """Run cells on FLAME runners: the ``%%flame`` cell magic and the ``%flame`` commands."""
+
+    default_backend = Unicode(None, allow_none=True, help=(
+        "The backend of cells that name neither --backend nor --pool: the name of a "
+        "jupyter_flame.backends entry point ('local', 'kubernetes', ...). None: "
+        "c.Pool.backend when set, else kubernetes inside a pod and local elsewhere.")
+    ).tag(config=True)
+    default_max = Int(4, help=(
+        "Most runners of a pool the magic makes (a cell without --pool, or a new --pool NAME), "
+        "unless c.Pool.max is set.")).tag(config=True)
+    warn_bytes = Int(1 << 30, help=(
+        "Warn (LargeTransferWarning) before a cell sends a variable at least this large, in "
+        "bytes.")).tag(config=True)
+    quiet = Bool(False, help="No text status in cells, as if every cell had --quiet."
+                 ).tag(config=True)
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        if shell is not None and getattr(shell, "config", None) is not None:
+            check_values(type(self), shell.config, kwargs)
+        super().__init__(shell, **kwargs)  # type: ignore[no-untyped-call]
+
+    @validate("default_backend")
+    def _known_backend(self, proposal: Any) -> Any:
+        from jupyter_flame.backends.registry import backend_names
+
+        if proposal.value is not None and proposal.value not in backend_names():
+            raise TraitError(f"FlameMagics.default_backend={proposal.value!r} is not an "
+                             f"installed backend; use one of {backend_names()}.")
+        return proposal.value
 
     @line_cell_magic
     def flame(self, line: str, cell: str | None = None) -> Any:
@@ -59,20 +89,20 @@ class FlameMagics(Magics):
         opts = parse_cell_line(line)
         pool = self._resolve_pool(opts.pool, opts.backend, opts.spec, opts.shaped)
         req = prepare(self.shell, cell, pool, skip=opts.skip, timeout=opts.timeout,
-                      warn_bytes=WARN_BYTES)
+                      warn_bytes=self.warn_bytes, quiet=opts.quiet or self.quiet)
         if opts.bg:
             return run_background(self.shell, req)
         return run_foreground(self.shell, req)
 
     def _resolve_pool(self, name: str | None, backend: str | None, spec: Any,
                       shaped: bool) -> Any:
-        from jupyter_flame.pool.pool import Pool, all_pools, default_backend
+        from jupyter_flame.pool.pool import all_pools
 
         pools = {p.name: p for p in all_pools()}
         if name is not None:
             pool = pools.get(name)
             if pool is None:
-                return Pool(name, backend, max=IMPLICIT_MAX, spec=spec)
+                return self._new_pool(name, backend, spec)
             if shaped and pool.spec != spec:
                 raise ConfigError(
                     f"Pool {name!r} runs runners shaped [{pool.spec.key() or 'default'}], but "
@@ -82,16 +112,39 @@ class FlameMagics(Magics):
                 raise ConfigError(f"Pool {name!r} uses the {pool.backend.name} backend, not "
                                   f"{backend}. Drop --backend or use another --pool name.")
             return pool
-        chosen = backend or default_backend()
+        usual = self._usual_backend()
+        chosen = backend or usual
         key = spec.key()
         implicit = "default" if not key else key
-        if chosen != default_backend():
+        if chosen != usual:
             implicit = f"{chosen}:{implicit}"
         with _implicit_lock:
             pool = {p.name: p for p in all_pools()}.get(implicit)
             if pool is None:
-                pool = Pool(implicit, chosen, max=IMPLICIT_MAX, spec=spec)
+                pool = self._new_pool(implicit, backend, spec)
         return pool
+
+    def _usual_backend(self) -> str:
+        """The backend of a cell without --backend: c.FlameMagics.default_backend, else
+        c.Pool.backend (a name), else kubernetes inside a pod and local elsewhere."""
+        from jupyter_flame.config import current_config
+        from jupyter_flame.pool.pool import default_backend
+
+        if self.default_backend:
+            return str(self.default_backend)
+        configured = current_config().get("Pool", {}).get("backend")
+        return configured if isinstance(configured, str) and configured else default_backend()
+
+    def _new_pool(self, name: str, backend: str | None, spec: Any) -> Any:
+        """A pool the magic makes: the cell's --backend, else the magic's default backend;
+        c.Pool.* applies, and ``default_max`` unless c.Pool.max is set."""
+        from jupyter_flame.pool.pool import Pool
+
+        fallbacks: dict[str, tuple[Any, str]] = {
+            "max": (self.default_max, "FlameMagics.default_max")}
+        if backend is None and self.default_backend:
+            backend = self.default_backend
+        return Pool(name, backend, spec=spec, _fallbacks=fallbacks)
 
     # -- line commands -----------------------------------------------------------------------
     def _line(self, line: str) -> Any:
@@ -103,16 +156,26 @@ class FlameMagics(Magics):
             return self._pool(args[1:])
         if command == "shutdown":
             return self._shutdown(args[1:])
+        if command == "config":
+            return self._config(args[1:])
         if command in ("help", "-h", "--help"):
             print(_help())
             return None
         raise ConfigError(f"%flame {command!r} is not a command. Use %flame status, "
-                          "%flame pool NAME ..., or %flame shutdown [NAME|--all]; "
+                          "%flame pool NAME ..., %flame shutdown [NAME|--all] or %flame config; "
                           "%%flame? shows every option.")
 
+    def _config(self, args: list[str]) -> None:
+        from jupyter_flame.notebook.settings import config_text
+
+        if args:
+            raise ConfigError(f"%flame config takes no arguments (got {' '.join(args)!r}); "
+                              "set options with %config Pool.max = 4 or in ipython_config.py.")
+        print(config_text(self))
+
     def _status(self) -> None:
-        from jupyter_flame.notebook.status import render_text
         from jupyter_flame.pool.pool import all_pools
+        from jupyter_flame.pool.status import render_text
 
         print(render_text(p.status() for p in all_pools()))
 

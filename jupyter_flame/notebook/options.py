@@ -18,7 +18,6 @@ from jupyter_flame.errors import ConfigError
 __all__ = ["CellOptions", "PoolArgs", "cell_parser", "parse_cell_line", "parse_pool_args",
            "pool_parser"]
 
-_QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|e[0-9]+)?$")
 _LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
@@ -29,8 +28,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_runner_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("local", "kubernetes"), default=None,
-                   help="Where runners run (default: kubernetes inside a pod, else local).")
+    p.add_argument("--backend", default=None, metavar="NAME",
+                   help="Where runners run: local, kubernetes, or another installed backend "
+                        "(a jupyter_flame.backends entry point). Default: "
+                        "c.FlameMagics.default_backend, else kubernetes inside a pod, "
+                        "else local.")
     p.add_argument("--gpu", type=str, default=None, metavar="N",
                    help="GPUs for the runner (local: exclusive CUDA_VISIBLE_DEVICES; "
                         "Kubernetes: nvidia.com/gpu limit).")
@@ -138,9 +140,27 @@ def _seconds(option: str, value: str | None, allow_never: bool = False) -> float
 def _quantity(option: str, value: str | None) -> str | None:
     if value is None:
         return None
-    if not _QUANTITY.match(value):
+    from jupyter_flame.backends.quantity import parse_quantity
+
+    try:
+        parse_quantity(value, option)
+    except ConfigError:
         raise ConfigError(f"{option} {value!r} is not a Kubernetes quantity: use e.g. "
-                          f"{'2 or 500m' if option == '--cpu' else '512Mi or 24Gi'}.")
+                          f"{'2 or 500m' if option == '--cpu' else '512Mi, 24Gi or 1E9'}."
+                          ) from None
+    return value
+
+
+def _backend(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from jupyter_flame.backends.registry import backend_names
+
+    names = backend_names()
+    if value not in names:
+        raise ConfigError(f"--backend {value!r} is not an installed backend: use one of "
+                          f"{', '.join(names)} (a package adds one with a "
+                          "'jupyter_flame.backends' entry point).")
     return value
 
 
@@ -198,7 +218,7 @@ def _spec(ns: argparse.Namespace) -> tuple[RunnerSpec, bool]:
 def parse_cell_line(line: str) -> CellOptions:
     ns = cell_parser().parse_args(shlex.split(line))
     spec, shaped = _spec(ns)
-    return CellOptions(pool=ns.pool, backend=ns.backend, spec=spec,
+    return CellOptions(pool=ns.pool, backend=_backend(ns.backend), spec=spec,
                        timeout=_seconds("--timeout", ns.timeout), bg=ns.bg,
                        skip=tuple(ns.skip), quiet=ns.quiet, shaped=shaped)
 
@@ -218,4 +238,4 @@ def parse_pool_args(args: list[str]) -> PoolArgs:
         limits["idle_shutdown_after"] = None if idle == float("inf") else idle
     if ns.single_use:
         limits["single_use"] = True
-    return PoolArgs(name=ns.name, backend=ns.backend, spec=spec, shaped=shaped, limits=limits)
+    return PoolArgs(name=ns.name, backend=_backend(ns.backend), spec=spec, shaped=shaped, limits=limits)

@@ -1,131 +1,30 @@
-"""The async heart of a pool: runners, the FIFO queue of waiters, boots, retirement.
+"""The async heart of a pool: checkout, the FIFO queue of waiters, scaling, running tasks.
 
 Runs only on the flame loop (:mod:`jupyter_flame.pool.loop`). The public, thread-safe facade is
 :class:`jupyter_flame.pool.pool.Pool`; the decisions are the pure functions of
-:mod:`jupyter_flame.pool.scaling`.
+:mod:`jupyter_flame.pool.scaling`. Booting is in :mod:`.booting`, retirement, loss and shutdown in
+:mod:`.retirement`, the state they share in :mod:`.state`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import itertools
-import logging
-import os
-import secrets
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-from jupyter_flame.backends.base import (
-    Backend,
-    BootRequest,
-    LifecycleEvent,
-    RunnerHandle,
-    RunnerSpec,
-)
-from jupyter_flame.channel.protocol import Call, Configure, Done, Execute
-from jupyter_flame.errors import BootError, FlameError, FlameTimeoutError, RunnerLostError
+from jupyter_flame.channel.protocol import Done
+from jupyter_flame.errors import FlameError, FlameTimeoutError
 from jupyter_flame.pool import scaling
+from jupyter_flame.pool.booting import Booting
 from jupyter_flame.pool.link import OutputCallback, RunnerLink
+from jupyter_flame.pool.retirement import Retirement
+from jupyter_flame.pool.state import MessageFactory, PoolOptions, RunnerSlot
 
-log = logging.getLogger("jupyter_flame")
-
-MessageFactory = Callable[[RunnerLink, int], Execute | Call]
-
-
-@dataclass
-class PoolOptions:
-    min: int = 0
-    max: int = 1
-    max_concurrency: int = 1
-    idle_shutdown_after: float | None = 300.0
-    boot_timeout: float = 60.0
-    timeout: float | None = None
-    single_use: bool = False
-    heartbeat_interval: float = 2.0
-    parent_timeout: float = 10.0
-    interrupt_grace: float = 5.0
+__all__ = ["MessageFactory", "PoolCore", "PoolOptions", "RunnerSlot"]
 
 
-@dataclass
-class RunnerSlot:
-    """A runner as the pool tracks it, from boot request to exit."""
-
-    id: str
-    state: str = "booting"  # booting | live | retiring | gone
-    handle: RunnerHandle | None = None
-    link: RunnerLink | None = None
-    requested_at: float = field(default_factory=time.time)
-    last_event: LifecycleEvent | None = None
-    boot_task: asyncio.Task[None] | None = None
-
-    @property
-    def load(self) -> int:
-        return self.link.load if self.link is not None else 0
-
-
-class PoolCore:
-    """See :class:`jupyter_flame.pool.pool.Pool` for the meaning of every option."""
-
-    def __init__(self, name: str, backend: Backend, spec: RunnerSpec, options: PoolOptions,
-                 kernel_id: str) -> None:
-        self.name = name
-        self.backend = backend
-        self.spec = spec
-        self.options = options
-        self.kernel_id = kernel_id
-        self.key = secrets.token_bytes(32)
-        self.slots: dict[str, RunnerSlot] = {}
-        self.waiters: collections.deque[asyncio.Future[RunnerLink]] = collections.deque()
-        self.listener: Any = None
-        self.closed = False
-        self.last_error: BaseException | None = None
-        self.min_suspended = False
-        self.boots = 0
-        self.boot_failures = 0
-        self.tasks_done = 0
-        self.direct_calls = 0  # calls whose thread sent them and read the reply (see _direct)
-        self.started = False
-        self._start_lock = asyncio.Lock()
-        self._ids = itertools.count(1)
-        self._unsubscribe: Callable[[], None] | None = None
-        self._background: set[asyncio.Future[Any]] = set()
-        # Guards runner loads and the decisions that read them: Pool.call checks runners out
-        # from its own thread (see _direct), everything else runs on the flame loop.
-        self.mutex = threading.Lock()
-        self._last_taken: RunnerLink | None = None
-
-    # -- start -------------------------------------------------------------------------------
-    async def ensure_started(self) -> None:
-        if self.started:
-            return
-        async with self._start_lock:
-            if self.started:
-                return
-            if self.closed:
-                raise FlameError(f"Pool '{self.name}' is shut down; create a new pool.",
-                                 pool=self.name)
-            from jupyter_flame.channel.channel import Listener
-
-            # parent_host() may ask the Kubernetes API (no POD_IP): not on the loop
-            host = await asyncio.to_thread(self.backend.parent_host)
-            self.listener = await Listener.start(host, self.key)
-            self._unsubscribe = self.backend.subscribe(self._on_event)
-            try:
-                await self.backend.sweep(self.kernel_id, self.name)
-            except Exception:
-                log.exception("sweeping leftovers of pool %s failed", self.name)
-            self.started = True
-            self.scale()
-
-    def _on_event(self, event: LifecycleEvent) -> None:
-        slot = self.slots.get(event.runner_id)
-        if slot is None or event.pool != self.name:
-            return
-        slot.last_event = event
+class PoolCore(Booting, Retirement):
+    """One pool on the flame loop; see :class:`jupyter_flame.pool.pool.Pool` for the options."""
 
     # -- checkout / checkin ------------------------------------------------------------------
     def _loads(self) -> list[scaling.RunnerLoad]:
@@ -275,198 +174,6 @@ class PoolCore:
         for _ in range(n):
             self._start_boot()
 
-    def _start_boot(self) -> None:
-        runner_id = f"{_slug(self.name)}-{os.getpid()}-{next(self._ids)}"
-        slot = RunnerSlot(runner_id)
-        self.slots[runner_id] = slot
-        self.boots += 1
-        slot.boot_task = asyncio.ensure_future(self._boot(slot))
-
-    async def _boot(self, slot: RunnerSlot) -> None:
-        request = BootRequest(
-            pool=self.name,
-            runner_id=slot.id,
-            spec=self.spec,
-            parent_address=self.listener.address,
-            key=self.key,
-            boot_timeout=self.options.boot_timeout,
-            kernel_id=self.kernel_id,
-        )
-        expect = self.listener.expect(slot.id)
-        started = time.monotonic()
-        try:
-            handle = await self.backend.boot(request)
-            slot.handle = handle
-            remaining = self.options.boot_timeout - (time.monotonic() - started)
-            failed = asyncio.ensure_future(asyncio.shield(handle.failed))
-            exited = asyncio.ensure_future(asyncio.shield(handle.exited))
-            try:
-                done, _ = await asyncio.wait(
-                    {expect, failed, exited}, timeout=max(0.0, remaining),
-                    return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                failed.cancel()
-                exited.cancel()
-            if expect in done and not expect.cancelled() and expect.exception() is None:
-                channel = expect.result()
-            elif handle.failed.done():
-                raise handle.failed.result()
-            elif handle.exited.done():
-                code = handle.exited.result()
-                raise BootError(
-                    f"Runner {slot.id} of pool '{self.name}' exited with code {code} before "
-                    "connecting.", reason="exited", pool=self.name, runner=slot.id,
-                    log_tail=handle.info.get("log_tail"))
-            else:
-                raise BootError(self._timeout_message(slot), reason="BootTimeout",
-                                pool=self.name, runner=slot.id,
-                                log_tail=handle.info.get("log_tail"))
-        except asyncio.CancelledError:
-            self.listener.forget(slot.id)
-            await self._discard(slot)
-            raise
-        except Exception as exc:
-            self.listener.forget(slot.id)
-            err = exc if isinstance(exc, FlameError) else BootError(
-                f"Runner {slot.id} of pool '{self.name}' could not be started: {exc}",
-                reason=type(exc).__name__, pool=self.name, runner=slot.id)
-            await self._discard(slot)
-            self._boot_failed(err)
-            return
-        if self.closed or slot.state != "booting":
-            channel.close()
-            await self._discard(slot)
-            return
-        link = RunnerLink(channel, handle, on_idle_request=self._idle_request,
-                          on_lost=self._lost)
-        try:
-            await link.start(self._configure(slot.id))
-        except Exception as exc:
-            channel.close()
-            await self._discard(slot)
-            self._boot_failed(BootError(f"Runner {slot.id} dropped its connection during "
-                                        f"setup: {exc}", reason="setup", pool=self.name,
-                                        runner=slot.id))
-            return
-        slot.link = link
-        slot.state = "live"
-        self.min_suspended = False
-        self.last_error = None
-        handle.info["boot_seconds"] = round(time.monotonic() - started, 3)
-        self.backend.emit(handle, "connected", boot_seconds=handle.info["boot_seconds"])
-        self.backend.emit(handle, "idle")
-        self.dispatch()
-
-    def _timeout_message(self, slot: RunnerSlot) -> str:
-        msg = (f"Runner {slot.id} of pool '{self.name}' did not connect within "
-               f"{self.options.boot_timeout:g} s (boot_timeout)")
-        ev = slot.last_event
-        if ev is not None:
-            msg += f"; last state: {ev.phase}"
-            if ev.reason:
-                msg += f" ({ev.reason})"
-            if ev.message:
-                msg += f": {ev.message}"
-        return msg + ". Raise boot_timeout, or check the runner's placement and resources."
-
-    def _configure(self, runner_id: str) -> Configure:
-        return Configure(
-            pool=self.name,
-            runner_id=runner_id,
-            max_concurrency=self.options.max_concurrency,
-            idle_shutdown_after=self.options.idle_shutdown_after,
-            heartbeat_interval=self.options.heartbeat_interval,
-            parent_timeout=self.options.parent_timeout,
-            single_use=self.options.single_use,
-            cwd=self.backend.runner_cwd(),
-        )
-
-    def _boot_failed(self, err: BaseException) -> None:
-        self.boot_failures += 1
-        self.last_error = err
-        self.min_suspended = True
-        others = [s for s in self.slots.values() if s.state in ("live", "booting")]
-        if not others:
-            # Nobody else can serve the queue: tell every waiter why, rather than hang.
-            while self.waiters:
-                fut = self.waiters.popleft()
-                if not fut.done():
-                    fut.set_exception(err)
-        else:
-            self.scale()
-
-    async def _discard(self, slot: RunnerSlot) -> None:
-        slot.state = "gone"
-        self.slots.pop(slot.id, None)
-        if slot.handle is not None:
-            try:
-                await self.backend.terminate(slot.handle, grace=1.0)
-            except Exception:
-                log.exception("terminating runner %s failed", slot.id)
-
-    # -- retirement and loss -----------------------------------------------------------------
-    def _idle_request(self, link: RunnerLink, idle_for: float) -> bool:
-        slot = self.slots.get(link.id)
-        if slot is None or slot.state != "live" or self.waiters:
-            return False
-        live = sum(1 for s in self.slots.values() if s.state == "live")
-        with self.mutex:  # not while Pool.call checks it out from another thread
-            if not scaling.may_retire(live=live, min=self.options.min, load=link.load):
-                return False
-            slot.state = "retiring"
-        self.backend.emit(link.handle, "stopping", reason="Idle",
-                          message=f"idle for {idle_for:.0f} s")
-        asyncio.get_running_loop().call_later(
-            max(2.0, self.options.heartbeat_interval * 2),
-            lambda: self._spawn(self._reap(slot)))
-        return True
-
-    def _spawn(self, coro: Any) -> None:
-        """Run background work, keeping a reference and logging its failure."""
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Future[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("pool %s: background work failed", self.name, exc_info=task.exception())
-
-    async def _reap(self, slot: RunnerSlot) -> None:
-        if slot.handle is not None and not slot.handle.exited.done():
-            await self.backend.terminate(slot.handle, grace=2.0)
-
-    def retire(self, slot: RunnerSlot, reason: str) -> None:
-        slot.state = "retiring"
-        link = slot.link
-
-        async def go() -> None:
-            if link is not None:
-                await link.shutdown(reason)
-            await self._discard(slot)
-            self.scale()
-
-        self._spawn(go())
-
-    def _lost(self, link: RunnerLink, err: RunnerLostError) -> None:
-        slot = self.slots.pop(link.id, None)
-        if slot is None:
-            return
-        expected = slot.state == "retiring" or self.closed
-        slot.state = "gone"
-        if not expected:  # retire, shutdown, kill and idle retirement terminate on their own
-            self.last_error = err
-            if slot.handle is not None:
-                self._spawn(self._reap(slot))
-        self.dispatch()
-
-    async def kill(self, link: RunnerLink) -> None:
-        """Kill a runner now (an interrupt it ignored); the pool refills to ``min``."""
-        slot = self.slots.get(link.id)
-        if slot is not None:
-            slot.state = "retiring"
-        await self.backend.terminate(link.handle, grace=0.5)
-
     # -- running tasks -----------------------------------------------------------------------
     async def run(self, make_msg: MessageFactory, on_output: OutputCallback | None,
                   timeout: float | None, on_checkout: Callable[[RunnerLink, int], None] | None = None,
@@ -522,66 +229,6 @@ class PoolCore:
             await self.kill(link)
         self.checkin(link)
 
-    # -- resize / shutdown -------------------------------------------------------------------
-    async def resize(self, **changes: Any) -> None:
-        reconfigure = False
-        for key, value in changes.items():  # Pool.resize passes only the options it changes
-            if getattr(self.options, key) != value:
-                setattr(self.options, key, value)
-                reconfigure = reconfigure or key in (
-                    "max_concurrency", "idle_shutdown_after", "single_use")
-        if reconfigure:
-            for slot in list(self.slots.values()):
-                if slot.link is not None and slot.link.alive:
-                    await slot.link.configure(self._configure(slot.id))
-        # shrink: retire idle runners above max
-        live = [s for s in self.slots.values() if s.state == "live"]
-        excess = len(live) - self.options.max
-        for slot in sorted(live, key=lambda s: s.load):
-            if excess <= 0:
-                break
-            with self.mutex:
-                idle = slot.load == 0
-                if idle:
-                    slot.state = "retiring"
-            if idle:
-                self.retire(slot, "pool resized")
-                excess -= 1
-        self.min_suspended = False
-        self.dispatch()
-
-    async def shutdown(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        err = FlameError(f"Pool '{self.name}' was shut down.", pool=self.name)
-        while self.waiters:
-            fut = self.waiters.popleft()
-            if not fut.done():
-                fut.set_exception(err)
-        slots = list(self.slots.values())
-        for slot in slots:
-            if slot.boot_task is not None and not slot.boot_task.done():
-                slot.boot_task.cancel()
-
-        async def stop(slot: RunnerSlot) -> None:
-            slot.state = "retiring"
-            if slot.link is not None:
-                await slot.link.shutdown("pool shut down")
-            if slot.handle is not None:
-                await self.backend.terminate(slot.handle, grace=2.0)
-            self.slots.pop(slot.id, None)
-
-        await asyncio.gather(*(stop(s) for s in slots), return_exceptions=True)
-        if self.listener is not None:
-            await self.listener.close()
-        try:
-            await self.backend.release_pool(self.name)
-        except Exception:
-            log.exception("releasing pool %s failed", self.name)
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-
     def describe_capacity(self) -> str:
         live = [s for s in self.slots.values() if s.state == "live"]
         booting = sum(1 for s in self.slots.values() if s.state == "booting")
@@ -589,8 +236,3 @@ class PoolCore:
         return (f"{len(live)} runner(s) live with {busy} of "
                 f"{len(live) * self.options.max_concurrency} slots busy, {booting} booting, "
                 f"max={self.options.max}, max_concurrency={self.options.max_concurrency}")
-
-
-def _slug(name: str) -> str:
-    out = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
-    return (out or "pool")[:30]

@@ -1,222 +1,195 @@
 """``Pool``: an elastic group of runners, usable as a ``concurrent.futures.Executor``.
 
-Options (seconds everywhere)
-----------------------------
-name : str, optional
-    The pool's name (``%flame status`` shows it; ``%%flame --pool NAME`` uses it). Default: a
-    generated ``pool-N``.
-backend : Backend or str, optional
-    ``"local"``, ``"kubernetes"``, a :class:`~jupyter_flame.backends.base.Backend` instance, or
-    ``None``: Kubernetes when running inside a pod (``POD_NAME`` set and a cluster reachable),
-    else local subprocesses.
-min : int, default 0
-    Runners kept alive even when idle (booted when the pool starts).
-max : int, default 1
-    Most runners at once.
-max_concurrency : int, default 1
-    Tasks one runner runs at once.
-idle_shutdown_after : float or None, default 300
-    A runner idle this long shuts itself down (never below ``min``). ``None``: never.
-boot_timeout : float, default 60
-    How long a runner may take from boot request to connected before its boot fails.
-timeout : float or None, default None
-    Most time one task may take, queueing included. ``None``: no limit.
-single_use : bool, default False
-    Each runner runs one task, then exits.
-spec : RunnerSpec, optional
-    The runner's shape (GPUs, CPU, memory, image, placement, env).
-heartbeat_interval : float, default 2
-    How often the kernel pings each runner.
-parent_timeout : float, default 10
-    A runner that hears nothing from its kernel this long shuts itself down.
-interrupt_grace : float, default 5
-    After an interrupt, how long a runner may take to stop the task before it is killed and
-    replaced.
+Every option is a traitlets trait (see :mod:`jupyter_flame.config`): ``c.Pool.max = 4`` in
+``ipython_config.py`` (or ``--Pool.max=4``, or ``%config Pool.max = 4``) sets the default of every
+pool of that kernel, the magic's included; a keyword in code wins. The options and their
+defaults are listed in docs/configuration.md (generated from the traits below). Seconds
+everywhere. The limits (``min``, ``max``, ``max_concurrency``, ``idle_shutdown_after``,
+``boot_timeout``, ``timeout``, ``single_use``) change at runtime, by :meth:`Pool.resize` or by
+assigning the trait; the others are fixed once the pool exists.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
-import os
-import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict
+
+from traitlets import Bool, Float, Instance, Int, TraitError, Unicode, Union, observe, validate
+from traitlets.config import Config
+from typing_extensions import Unpack
 
 from jupyter_flame.backends.base import Backend, RunnerSpec
+from jupyter_flame.backends.registry import make_backend
 from jupyter_flame.channel.protocol import Call, Done, Packed
-from jupyter_flame.errors import ConfigError, FlameError
+from jupyter_flame.config import FlameConfigurable
+from jupyter_flame.errors import ConfigError
 from jupyter_flame.pool import loop as _loop
 from jupyter_flame.pool._direct import try_call
-from jupyter_flame.pool.core import PoolCore, PoolOptions
-from jupyter_flame.pool.link import RunnerLink
+from jupyter_flame.pool.core import MessageFactory, PoolCore, PoolOptions
+from jupyter_flame.pool.limits import validate_options
+from jupyter_flame.pool.link import OutputCallback, RunnerLink
+from jupyter_flame.pool.registry import (
+    all_pools,
+    default_backend,
+    get_pool,
+    kernel_id,
+    register,
+    shutdown_all,
+    unregister,
+)
+from jupyter_flame.pool.status import PoolStatus, render_text, snapshot
 from jupyter_flame.values.remote import raise_remote, rebuild_error
 
-__all__ = ["Pool", "all_pools", "default_backend", "get_pool", "kernel_id", "shutdown_all"]
+__all__ = ["Pool", "PoolKeywords", "all_pools", "default_backend", "get_pool", "kernel_id",
+           "shutdown_all"]
 
-_registry: dict[str, Pool] = {}
-_registry_lock = threading.Lock()
-_names = itertools.count(1)
-_atexit_registered = False
-
-
-def _register_exit_hook() -> None:
-    """Shut every pool down when the interpreter exits (kernel shutdown, end of a script).
-
-    It must run before ``concurrent.futures`` refuses new work at exit (the Kubernetes backend
-    calls the API from worker threads), so it is registered with ``threading``'s exit hooks,
-    which run in reverse order of registration, after the one ``concurrent.futures.thread``
-    registered when it was imported; plain ``atexit`` runs too late.
-    """
-    import concurrent.futures.thread  # noqa: F401  (its exit hook must be registered first)
-
-    register = getattr(threading, "_register_atexit", None)
-    try:
-        if register is None:
-            raise AttributeError
-        register(shutdown_all)
-    except (AttributeError, RuntimeError):
-        import atexit
-
-        atexit.register(shutdown_all)
+#: options that change at runtime (``resize``); the others are fixed once the pool exists
+LIMITS = ("min", "max", "max_concurrency", "idle_shutdown_after", "boot_timeout", "timeout",
+          "single_use")
+_OPTIONS = LIMITS + ("heartbeat_interval", "parent_timeout", "interrupt_grace")
+_FIXED = ("name", "backend", "spec", "heartbeat_interval", "parent_timeout", "interrupt_grace")
 
 
-def kernel_id() -> str:
-    """The id of the kernel this process runs (its connection file), else ``pid-<pid>``."""
-    try:
-        from ipykernel.connect import get_connection_file
-
-        base = os.path.basename(get_connection_file())
-        if base.startswith("kernel-") and base.endswith(".json"):
-            return base[len("kernel-"):-len(".json")]
-    except Exception:
-        pass
-    return f"pid-{os.getpid()}"
+def _fixed_error(name: str) -> ConfigError:
+    return ConfigError(f"Pool.{name} is fixed once the pool exists; make a new Pool (shut this "
+                       "one down first) to change it.")
 
 
-def in_kubernetes_pod() -> bool:
-    if not os.environ.get("POD_NAME"):
-        return False
-    return bool(os.environ.get("KUBECONFIG") or os.environ.get("KUBERNETES_SERVICE_HOST"))
+class PoolKeywords(TypedDict, total=False):
+    """The keyword options of :class:`Pool` (each a trait; see there)."""
+
+    min: int
+    max: int
+    max_concurrency: int
+    idle_shutdown_after: float | None
+    boot_timeout: float
+    timeout: float | None
+    single_use: bool
+    spec: RunnerSpec | None
+    heartbeat_interval: float
+    parent_timeout: float
+    interrupt_grace: float
+    config: Config
+    #: option -> (value, source) used when neither a keyword nor the config sets it
+    _fallbacks: dict[str, tuple[Any, str]]
 
 
-def default_backend() -> str:
-    """``"kubernetes"`` inside a pod (``POD_NAME`` and a cluster config), else ``"local"``."""
-    return "kubernetes" if in_kubernetes_pod() else "local"
+class Pool(FlameConfigurable, concurrent.futures.Executor):
+    """An elastic group of runners: a ``concurrent.futures.Executor`` plus ``call``.
 
-
-def make_backend(backend: Backend | str | None) -> Backend:
-    if isinstance(backend, Backend):
-        return backend
-    name = backend or default_backend()
-    if name == "local":
-        from jupyter_flame.backends.local import LocalBackend
-
-        return LocalBackend()
-    if name == "kubernetes":
-        from jupyter_flame.backends.kubernetes.backend import KubernetesBackend
-
-        return KubernetesBackend()
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group="jupyter_flame.backends"):
-        if ep.name == name:
-            return ep.load()()  # type: ignore[no-any-return]
-    raise ConfigError(f"Unknown backend {name!r}. Use 'local' or 'kubernetes' (or install a "
-                      "package that registers a 'jupyter_flame.backends' entry point).")
-
-
-def _check(name: str, value: Any, ok: bool, fix: str) -> None:
-    if not ok:
-        raise ConfigError(f"Pool option {name}={value!r} is invalid: {fix}")
-
-
-def validate(options: PoolOptions) -> None:
-    o = options
-    _check("min", o.min, isinstance(o.min, int) and o.min >= 0, "use an integer >= 0.")
-    _check("max", o.max, isinstance(o.max, int) and o.max >= 1, "use an integer >= 1.")
-    _check("min", o.min, o.min <= o.max, f"min must not exceed max ({o.max}).")
-    _check("max_concurrency", o.max_concurrency,
-           isinstance(o.max_concurrency, int) and o.max_concurrency >= 1, "use an integer >= 1.")
-    _check("idle_shutdown_after", o.idle_shutdown_after,
-           o.idle_shutdown_after is None or o.idle_shutdown_after > 0,
-           "use seconds > 0, or None to never idle down.")
-    _check("boot_timeout", o.boot_timeout, o.boot_timeout > 0, "use seconds > 0.")
-    _check("timeout", o.timeout, o.timeout is None or o.timeout > 0,
-           "use seconds > 0, or None for no limit.")
-    _check("heartbeat_interval", o.heartbeat_interval, o.heartbeat_interval > 0,
-           "use seconds > 0.")
-    _check("parent_timeout", o.parent_timeout, o.parent_timeout > o.heartbeat_interval,
-           "it must exceed heartbeat_interval.")
-
-
-class Pool(concurrent.futures.Executor):
-    """An elastic pool of runners (see the module docstring for every option).
-
-    Examples
-    --------
-    >>> with Pool(max=4, max_concurrency=2) as pool:          # doctest: +SKIP
-    ...     squares = list(pool.map(lambda x: x * x, range(10)))
+    ``Pool(name=None, backend=None, *, min=0, max=1, max_concurrency=1, ...)``; every option is
+    a configurable trait (``c.Pool.<option>``), documented below and in docs/configuration.md.
     """
 
-    def __init__(
-        self,
-        name: str | None = None,
-        backend: Backend | str | None = None,
-        *,
-        min: int = 0,
-        max: int = 1,
-        max_concurrency: int = 1,
-        idle_shutdown_after: float | None = 300.0,
-        boot_timeout: float = 60.0,
-        timeout: float | None = None,
-        single_use: bool = False,
-        spec: RunnerSpec | None = None,
-        heartbeat_interval: float = 2.0,
-        parent_timeout: float = 10.0,
-        interrupt_grace: float = 5.0,
-    ) -> None:
-        options = PoolOptions(min=min, max=max, max_concurrency=max_concurrency,
-                              idle_shutdown_after=idle_shutdown_after,
-                              boot_timeout=boot_timeout, timeout=timeout, single_use=single_use,
-                              heartbeat_interval=heartbeat_interval,
-                              parent_timeout=parent_timeout, interrupt_grace=interrupt_grace)
-        validate(options)
-        with _registry_lock:
-            if name is None:
-                name = f"pool-{next(_names)}"
-                while name in _registry:
-                    name = f"pool-{next(_names)}"
-            elif name in _registry and not _registry[name].closed:
-                raise ConfigError(
-                    f"A pool named {name!r} already exists. Use get_pool({name!r}), shut it "
-                    "down first, or pick another name.")
-            self.name = name
-            self._owns_backend = not isinstance(backend, Backend)
-            self.backend = make_backend(backend)
-            self.spec = spec or RunnerSpec()
-            #: what the last cell shipped, served from the runner's cache and got back
-            #: (names -> bytes), shown by ``%flame status``
-            self.last_transfer: dict[str, dict[str, int]] | None = None
-            self._core = PoolCore(name, self.backend, self.spec, options, kernel_id())
-            _registry[name] = self
-            global _atexit_registered
-            if not _atexit_registered:  # scripts too: no runner (or pod) outlives the process
-                _register_exit_hook()
-                _atexit_registered = True
+    name = Unicode(None, allow_none=True, help=(
+        "The pool's name (%flame status shows it; %%flame --pool NAME uses it). None: a "
+        "generated pool-N.")).tag(config=True)
+    backend = Union([Instance(Backend), Unicode()], default_value=None, allow_none=True, help=(
+        "Where runners run: the name of a jupyter_flame.backends entry point ('local', "
+        "'kubernetes', ...), a Backend instance, or None: kubernetes inside a pod (POD_NAME "
+        "set and a cluster reachable), else local subprocesses.")).tag(config=True)
+    min = Int(0, help="Runners kept alive even when idle (booted when the pool starts)."
+              ).tag(config=True)
+    max = Int(1, help="Most runners at once.").tag(config=True)
+    max_concurrency = Int(1, help="Tasks one runner runs at once.").tag(config=True)
+    idle_shutdown_after = Float(300.0, allow_none=True, help=(
+        "Seconds a runner may sit idle before it shuts down (never below min). None: never."
+    )).tag(config=True)
+    boot_timeout = Float(60.0, help=(
+        "Seconds a runner may take from boot request to connected before its boot fails."
+    )).tag(config=True)
+    timeout = Float(None, allow_none=True, help=(
+        "Most seconds one task may take, queueing included. None: no limit.")).tag(config=True)
+    single_use = Bool(False, help="Each runner runs one task, then exits.").tag(config=True)
+    spec = Instance(RunnerSpec, allow_none=True, help=(
+        "The runner's shape (GPUs, CPU, memory, image, placement, env). None: the default "
+        "runner.")).tag(config=True)
+    heartbeat_interval = Float(2.0, help="Seconds between the kernel's pings of each runner."
+                               ).tag(config=True)
+    parent_timeout = Float(10.0, help=(
+        "A runner that hears nothing from its kernel this many seconds shuts itself down "
+        "(must exceed heartbeat_interval).")).tag(config=True)
+    interrupt_grace = Float(5.0, help=(
+        "After an interrupt, seconds a runner may take to stop the task before it is killed "
+        "and replaced.")).tag(config=True)
+
+    _core: PoolCore | None = None
+    _syncing = False
+
+    def __init__(self, name: str | None = None, backend: Backend | str | None = None,
+                 **options: Unpack[PoolKeywords]) -> None:
+        explicit: dict[str, Any] = dict(options)
+        if name is not None:
+            explicit["name"] = name
+        if backend is not None:
+            explicit["backend"] = backend
+        super().__init__(**explicit)
+        limits = PoolOptions(**{key: getattr(self, key) for key in _OPTIONS})
+        validate_options(limits, self.option_source)
+        self.name = register(self, self.name)
+        try:
+            self._owns_backend = not isinstance(self.backend, Backend)
+            self.backend = make_backend(self.backend, default_backend())
+        except BaseException:
+            unregister(self)
+            raise
+        if self.spec is None:
+            self.spec = RunnerSpec()
+        #: what the last cell shipped, served from the runner's cache and got back
+        #: (names -> bytes), shown by ``%flame status``
+        self.last_transfer: dict[str, dict[str, int]] | None = None
+        self._core = PoolCore(self.name, self.backend, self.spec, limits, kernel_id())
+
+    @validate(*_FIXED)
+    def _fixed_once_made(self, proposal: Any) -> Any:
+        if self._core is not None and not self._syncing:
+            raise _fixed_error(proposal.trait.name)
+        return proposal.value
+
+    @observe(*_FIXED)
+    def _fixed_assigned(self, change: Any) -> None:
+        # traitlets skips @validate for None on an allow_none trait: undo it here
+        if self._core is not None and not self._syncing:
+            self._set_quietly({change["name"]: change["old"]})
+            raise _fixed_error(change["name"])
+
+    @observe(*LIMITS)
+    def _limit_assigned(self, change: Any) -> None:
+        """``pool.max = 8`` resizes the pool, like ``pool.resize(max=8)``."""
+        if self._core is None or self._syncing:
+            return
+        try:
+            self.resize(**{change["name"]: change["new"]})
+        except BaseException:
+            self._set_quietly({change["name"]: change["old"]})
+            raise
+
+    def _set_quietly(self, values: dict[str, Any]) -> None:
+        self._syncing = True
+        try:
+            for key, value in values.items():
+                setattr(self, key, value)
+        finally:
+            self._syncing = False
+
+    @property
+    def _live(self) -> PoolCore:
+        assert self._core is not None
+        return self._core
 
     # -- properties --------------------------------------------------------------------------
     @property
     def options(self) -> PoolOptions:
-        return self._core.options
+        return self._live.options
 
     @property
     def closed(self) -> bool:
-        return self._core.closed
+        return self._live.closed
 
     def start(self) -> Pool:
         """Start the pool now (boots ``min`` runners) instead of at first use."""
-        _loop.run_sync(self._core.ensure_started())
+        _loop.run_sync(self._live.ensure_started())
         return self
 
     def resize(self, *, min: int | None = None, max: int | None = None,
@@ -236,9 +209,17 @@ class Pool(concurrent.futures.Executor):
         if timeout is not ...:
             changes["timeout"] = timeout
         for key, value in changes.items():
+            trait = self.traits()[key]
+            try:
+                value = trait._validate(self, value)
+            except TraitError as exc:
+                raise ConfigError(f"Pool option {key}={value!r} is invalid: expected "
+                                  f"{trait.info()}.") from exc
+            changes[key] = value
             setattr(new, key, value)
-        validate(new)
-        _loop.run_sync(self._core.resize(**changes))
+        validate_options(new)
+        _loop.run_sync(self._live.resize(**changes))
+        self._set_quietly(changes)
 
     # -- Executor ----------------------------------------------------------------------------
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
@@ -264,7 +245,7 @@ class Pool(concurrent.futures.Executor):
         def make(link: RunnerLink, task: int) -> Call:
             return Call(task, packed)
 
-        link, done = await self._core.run(make, None, self.options.timeout)
+        link, done = await self._live.run(make, None, self.options.timeout)
         return _call_result(done, link)
 
     def call(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -274,7 +255,7 @@ class Pool(concurrent.futures.Executor):
         the reply itself (see :mod:`jupyter_flame.pool._direct`); otherwise it waits its turn.
         """
         packed = self._pack_call(fn, args, kwargs)
-        direct = try_call(self._core, packed)
+        direct = try_call(self._live, packed)
         if direct is not None:
             return _call_result(direct[1], direct[0])
         fut = _loop.submit(self._call(packed))
@@ -283,6 +264,31 @@ class Pool(concurrent.futures.Executor):
         except KeyboardInterrupt:
             fut.cancel()
             raise
+
+    # -- the lane cells use ------------------------------------------------------------------
+    def dispatch(self, make_message: MessageFactory, *,
+                 on_output: OutputCallback | None = None, timeout: float | None = None,
+                 on_checkout: Callable[[RunnerLink, int], None] | None = None,
+                 ) -> concurrent.futures.Future[tuple[RunnerLink, Done]]:
+        """Check out a runner and run one task message on it (how ``%%flame`` cells travel).
+
+        ``make_message(link, task)`` builds the message once a runner is checked out (so it can
+        leave out values that runner already holds); ``on_output`` gets each streamed output on
+        the flame loop; ``on_checkout(link, task)`` is told which runner took the task. The
+        future resolves to the runner's link and its ``Done`` reply; cancelling it before
+        checkout leaves the queue.
+        """
+        return _loop.submit(self._live.run(make_message, on_output, timeout,
+                                           on_checkout=on_checkout))
+
+    def interrupt(self, link: RunnerLink, task: int) -> concurrent.futures.Future[Any]:
+        """Interrupt ``task`` on its runner (Ctrl-C of a cell; the runner raises
+        ``KeyboardInterrupt`` in the task)."""
+        return _loop.submit(link.interrupt(task))
+
+    def kill_runner(self, link: RunnerLink, timeout: float = 30.0) -> None:
+        """Kill one runner now (a task ignored its interrupt); the pool refills to ``min``."""
+        _loop.run_sync(self._live.kill(link), timeout=timeout)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop every runner of the pool and release its resources. Idempotent.
@@ -295,28 +301,31 @@ class Pool(concurrent.futures.Executor):
             fut.result(60)
 
     async def _shutdown(self) -> None:
-        await self._core.shutdown()
+        await self._live.shutdown()
         if self._owns_backend:
             await self.backend.close()
-        with _registry_lock:
-            if _registry.get(self.name) is self:
-                del _registry[self.name]
+        unregister(self)
 
     # -- display -----------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        from jupyter_flame.notebook.status import pool_status
+    def status(self) -> PoolStatus:
+        """A snapshot of the pool and its runners (plain data, JSON-ready)."""
+        def take() -> PoolStatus:
+            spec = self.spec.key() if self.spec is not None else ""
+            return snapshot(self._live, name=str(self.name), backend=self.backend.name,
+                            spec=spec or "default", last_transfer=self.last_transfer)
 
-        return _loop.run_sync(_as_coro(lambda: pool_status(self)))
+        result: PoolStatus = _loop.run_sync(_as_coro(take))
+        return result
 
     def __repr__(self) -> str:
+        if self._core is None:
+            return "<Pool (not made)>"
         o = self.options
-        state = "shut down" if self.closed else f"{len(self._core.slots)} runner(s)"
+        state = "shut down" if self.closed else f"{len(self._live.slots)} runner(s)"
         return (f"<Pool {self.name!r} backend={self.backend.name} min={o.min} max={o.max} "
                 f"max_concurrency={o.max_concurrency} {state}>")
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        from jupyter_flame.notebook.status import render_text
-
         p.text(render_text([self.status()]))
 
     def __enter__(self) -> Pool:
@@ -349,28 +358,3 @@ def _call_result(done: Done, link: RunnerLink) -> Any:
         return _shipping().unpack(done.value) if done.value is not None else None
     assert done.error is not None
     raise_remote(rebuild_error(done.error, pool=link.pool, runner=link.id))
-
-
-def get_pool(name: str) -> Pool:
-    """The live pool called ``name``."""
-    with _registry_lock:
-        pool = _registry.get(name)
-    if pool is None or pool.closed:
-        known = ", ".join(sorted(_registry)) or "none"
-        raise FlameError(f"No pool named {name!r} (pools: {known}). Create it with "
-                         f"%flame pool {name} or Pool({name!r}).")
-    return pool
-
-
-def all_pools() -> list[Pool]:
-    with _registry_lock:
-        return [p for p in _registry.values() if not p.closed]
-
-
-def shutdown_all(timeout: float = 30.0) -> None:
-    """Shut down every pool of this process (called at exit)."""
-    pools = all_pools()
-    if not pools:
-        return
-    futs = [_loop.submit(p._shutdown()) for p in pools]
-    concurrent.futures.wait(futs, timeout=timeout)

@@ -17,14 +17,18 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, NoReturn
+from typing import Any
 
 from jupyter_flame.channel._baton import PARKED, ReadBaton
 from jupyter_flame.channel.protocol import (
+    EXIT_AUTH,
+    EXIT_BAD_ENV,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_PARENT_LOST,
+    EXIT_UNREACHABLE,
     Call,
     Configure,
-    Done,
-    ErrorInfo,
     Execute,
     IdleReply,
     IdleRequest,
@@ -35,19 +39,12 @@ from jupyter_flame.channel.protocol import (
     Stream,
 )
 from jupyter_flame.errors import ChannelClosedError
-from jupyter_flame.runner.main import (
-    EXIT_AUTH,
-    EXIT_BAD_ENV,
-    EXIT_INTERNAL,
-    EXIT_OK,
-    EXIT_PARENT_LOST,
-    EXIT_UNREACHABLE,
-    Job,
-    RunnerEnv,
-    _Fatal,
-    _log,
-    kill_children,
-)
+from jupyter_flame.runner.env import Fatal as _Fatal
+from jupyter_flame.runner.env import RunnerEnv
+from jupyter_flame.runner.env import log as _log
+from jupyter_flame.runner.jobs import Job
+from jupyter_flame.runner.process_group import kill_children
+from jupyter_flame.runner.tasks import TaskScheduling
 
 __all__ = ["Runner"]
 
@@ -55,14 +52,9 @@ _TICK = 0.2  # seconds between liveness/idle checks
 _PRE_CONFIGURE_TIMEOUT = 30.0  # parent_timeout until the first Configure arrives
 _SHUTDOWN_GRACE = 2.0  # seconds interrupted tasks get to finish on Shutdown
 _FLUSH = object()  # outbox marker: everything before it has been sent
-_MAX_QUEUED_TEXT = 32 * 1024 * 1024  # characters of output queued before writers wait
 
 
-class _TaskQueued(Exception):
-    """The main thread stops reading the channel: a task is queued for it."""
-
-
-class Runner:
+class Runner(TaskScheduling):
     """One runner process's life, from dialling the parent to exiting; see
     :mod:`jupyter_flame.runner` for the threads and the rules."""
 
@@ -133,7 +125,7 @@ class Runner:
                 self._reassert_signals()  # the task may have replaced our handlers
 
     async def _connect(self) -> None:
-        from jupyter_flame.channel.channel import connect
+        from jupyter_flame.channel.dial import connect
         from jupyter_flame.errors import ChannelAuthError
 
         self._outbox = asyncio.Queue()
@@ -233,49 +225,6 @@ class Runner:
         detail = "".join(traceback.format_exception(exc)) if exc else ""
         _log(f"jupyter-flame runner: {context.get('message')}\n{detail}")
 
-    # --- sending (any thread) -------------------------------------------------------------
-    def post(self, msg: object) -> None:
-        """Queue ``msg`` for the parent; thread-safe, order-preserving.
-
-        Text waits while more than :data:`_MAX_QUEUED_TEXT` characters are queued, so a cell
-        printing faster than the network carries it is slowed down instead of filling memory.
-        """
-        with self._space:
-            if isinstance(msg, Stream):
-                if threading.get_ident() != self._io.ident:  # the I/O thread must never wait
-                    while self._queued_text > _MAX_QUEUED_TEXT and not self._exiting:
-                        self._space.wait(0.5)
-                self._queued_text += len(msg.text)  # the sender subtracts it for every Stream
-            self._posted += 1
-        self._loop.call_soon_threadsafe(self._outbox.put_nowait, (msg, None, None))
-
-    def _enqueue(self, msg: object) -> None:
-        """Queue ``msg`` from the I/O thread itself."""
-        with self._space:
-            self._posted += 1
-        self._outbox.put_nowait((msg, None, None))
-
-    def _post_wait(self, msg: object, timeout: float | None = None) -> None:
-        """Send ``msg`` after everything posted before it; return once it is on the wire.
-
-        When nothing posted earlier is still queued, the calling thread writes a small message
-        itself (no hop through the I/O thread: the common case of a task's ``Done``); a message
-        it could not write that way goes through the I/O thread without being pickled again.
-        """
-        with self._space:
-            idle = self._posted == self._sent
-        channel = self._channel
-        encoded = None
-        if idle and channel is not None and not channel.closed:
-            encoded = channel.encode(msg)
-            if channel.send_now(msg, encoded=encoded):
-                return
-        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
-        with self._space:
-            self._posted += 1
-        self._loop.call_soon_threadsafe(self._outbox.put_nowait, (msg, fut, encoded))
-        fut.result(timeout)
-
     # --- the I/O thread ------------------------------------------------------------------
     async def _serve(self) -> None:
         self._last_frame = time.monotonic()
@@ -284,7 +233,6 @@ class Runner:
         self._baton.take()  # the main thread takes the channel over once it is ready
 
     async def _sender(self) -> None:
-        from jupyter_flame.errors import ChannelClosedError
 
         while True:
             msg, fut, encoded = await self._outbox.get()
@@ -324,7 +272,7 @@ class Runner:
 
     def _fatal_read(self, exc: BaseException) -> bool:
         """Exit for an error that ends reading (from any thread); False for other errors."""
-        from jupyter_flame.errors import ChannelAuthError, ChannelClosedError
+        from jupyter_flame.errors import ChannelAuthError
 
         if isinstance(exc, ChannelAuthError):
             self._terminate(EXIT_AUTH, f"a frame from the parent failed authentication: {exc}")
@@ -432,147 +380,3 @@ class Runner:
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._outbox.put_nowait((_FLUSH, fut, None))
         await asyncio.wrap_future(fut)
-
-    # --- tasks ---------------------------------------------------------------------------
-    def _submit(self, msg: Execute | Call) -> None:
-        job = Job(msg)
-        with self._lock:
-            self._jobs[msg.task] = job
-            if self._stopping:
-                return
-            if self._running >= max(1, self.config.max_concurrency):
-                self._pending.append(job)
-            else:
-                self._start_locked(job)
-
-    def _start_locked(self, job: Job) -> None:
-        self._running += 1
-        if not self._main_busy:
-            self._main_busy = True
-            job.on_main = True
-            self._main_jobs.put(job)
-            if threading.get_ident() != self._main_ident:
-                try:
-                    self._main_wake[1].send(b"\0")
-                except OSError:  # full: the main thread has plenty of wake-ups pending
-                    pass
-        else:
-            name = f"flame-task-{job.task}"
-            threading.Thread(target=self._run_job, args=(job,), name=name, daemon=True).start()
-
-    # --- the main thread reads while it waits for a task ----------------------------------
-    def _next_main_job(self) -> Job:
-        """The main thread's next task. While there is none, the main thread reads the
-        channel itself, so that a task arriving wakes this thread alone (see ``_baton``)."""
-        while True:
-            try:
-                return self._main_jobs.get_nowait()
-            except queue.Empty:
-                pass
-            try:
-                if not self._baton.acquire(self._main_wake_check):
-                    raise RuntimeError("the runner's channel is read by another thread")
-            except _TaskQueued:
-                continue
-            except ChannelClosedError:
-                self._idle_forever()
-            try:
-                self._read_until_task()
-            finally:
-                self._baton.release()
-
-    def _read_until_task(self) -> None:
-        channel = self._channel
-        reads = None
-        while self._main_jobs.empty():
-            try:
-                if reads is None:  # the channel may close under us (single use, shutdown)
-                    reads = self._baton.reads(self._main_wake_check,
-                                              (self._main_wake[0].fileno(),))
-                msg = channel.recv_blocking(reads)
-            except _TaskQueued:
-                return
-            except Exception as exc:
-                if not self._fatal_read(exc):
-                    _log(f"jupyter-flame runner: dropped a message that cannot be loaded: "
-                         f"{exc!r}")
-                    continue
-                self._idle_forever()  # the I/O thread is ending the process
-            self._last_frame = time.monotonic()
-            if isinstance(msg, (Execute, Call, Configure)):
-                self._dispatch(msg)  # now, in order: a task may follow at once
-            else:
-                self._baton.hand_to_loop(msg)
-
-    def _main_wake_check(self) -> None:
-        try:
-            self._main_wake[0].recv(4096)
-        except OSError:
-            pass
-        if not self._main_jobs.empty() and not self._channel.mid_frame:
-            raise _TaskQueued
-
-    def _idle_forever(self) -> NoReturn:
-        """Wait for the I/O thread to end the process (the channel is gone)."""
-        while True:
-            time.sleep(3600)
-
-    def _interrupt(self, task: int) -> None:
-        job = self._jobs.get(task)
-        if job is None or not job.request_interrupt():
-            return  # unknown, finished, or not in user code yet (it raises on entering it)
-        if job.on_main:
-            signal.pthread_kill(self._main_ident, signal.SIGINT)
-        else:
-            job.raise_in_thread()
-
-    def _run_job(self, job: Job) -> None:
-        self._ready.wait()
-        from jupyter_flame.runner._execution import (
-            error_info,  # loaded by _prepare: these are lookups
-        )
-        from jupyter_flame.runner._outputs import current_task
-
-        # Single use is decided by the configuration the task started under: a Configure that
-        # arrives while this task finishes applies to the next task, not to this one.
-        single_use = self.config.single_use
-        job.thread_id = threading.get_ident()
-        self._router.task_started(job.task)
-        token = current_task.set(job.task)
-        try:
-            if isinstance(job.msg, Execute):
-                done = self._executor.execute(job.msg, job)
-            else:
-                done = self._executor.call(job.msg, job)
-        except BaseException as exc:  # a bug here, or an interrupt that landed late
-            done = Done(job.task, ok=False, error=error_info(exc))
-        finally:
-            current_task.reset(token)
-        self._router.task_finished(job.task)
-        with self._lock:  # before Done goes out: the parent may send the next task at once
-            self._jobs.pop(job.task, None)
-            self._running -= 1
-            self._finishing += 1
-            if job.on_main:
-                self._main_busy = False
-            self._last_activity = time.monotonic()
-            if self._pending and not self._stopping and not single_use:
-                self._start_locked(self._pending.popleft())
-        try:
-            try:
-                self._post_wait(done)
-            except (ChannelClosedError, OSError):
-                raise
-            except Exception as exc:  # e.g. a result that cannot be pickled: say so instead
-                error = ErrorInfo(type(exc).__name__, f"cannot send the task's result: {exc}", [])
-                self._post_wait(Done(job.task, ok=False, error=error, elapsed=done.elapsed))
-        except (ChannelClosedError, OSError):
-            # The channel is gone (Shutdown, idle retirement, lost parent): nobody to tell. The
-            # I/O thread is exiting the process (or has); do not race it with an error here.
-            return
-        finally:
-            with self._lock:
-                self._finishing -= 1
-        if single_use:
-            reason = "single-use runner finished its task"
-            asyncio.run_coroutine_threadsafe(self._exit_cleanly(reason), self._loop)

@@ -48,14 +48,14 @@ from typing import Any
 import yaml
 
 from .agent.images import DEFAULT_IMAGES
-from .agent.node import DEFAULT_GPU_PRODUCT, EXTERNAL_ANNOTATION
+from .agent.node import DEFAULT_GPU_PRODUCT
 from .agent.process import kill_recorded, proc_start_time
 from .agent.rest import RestError
+from .kubeconfig import current_context, kubeconfig_text
+from .notebook_pod import NOTEBOOK_POD, NOTEBOOK_SA, notebook_pod
 
 __all__ = ["main", "NOTEBOOK_POD", "NOTEBOOK_SA", "RUNNER_SA", "load_rbac"]
 
-NOTEBOOK_POD = "jupyter-flame-notebook-0"
-NOTEBOOK_SA = "jupyter-flame-notebook"
 RUNNER_SA = "jupyter-flame-runner"
 NODE_PREFIX = "flame-sim-node-"
 Json = dict[str, Any]
@@ -78,32 +78,8 @@ def load_rbac(namespace: str = "default") -> list[Json]:
 
 def _derived_kubeconfig(admin: Path, token: str, namespace: str, user: str) -> str:
     """A kubeconfig for ``token`` on the cluster (server, CA) of ``admin``'s current context."""
-    base = yaml.safe_load(admin.read_text())
-    current = base.get("current-context")
-    context = next(c for c in base["contexts"] if c["name"] == current)["context"]
-    cluster = next(c for c in base["clusters"] if c["name"] == context["cluster"])
-    return str(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [cluster],
-                "users": [{"name": user, "user": {"token": token}}],
-                "contexts": [
-                    {
-                        "name": "jupyter-flame-sim",
-                        "context": {
-                            "cluster": cluster["name"],
-                            "user": user,
-                            "namespace": namespace,
-                        },
-                    }
-                ],
-                "current-context": "jupyter-flame-sim",
-            },
-            sort_keys=False,
-        )
-    )
+    current = current_context(admin)
+    return kubeconfig_text(current.server, token, namespace, cluster=current.cluster, user=user)
 
 
 def _spawn(argv: list[str], log: Path) -> int:
@@ -156,48 +132,6 @@ def _alive(record: Json | None) -> bool:
     return proc_start_time(int(record["pid"])) == record.get("start")
 
 
-def _notebook_pod(namespace: str, node: str, image: str) -> Json:
-    def field(path: str) -> Json:
-        return {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}
-
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": NOTEBOOK_POD,
-            "namespace": namespace,
-            "labels": {
-                "app.kubernetes.io/name": "jupyter-flame-notebook",
-                "app.kubernetes.io/instance": "sim",
-                "app.kubernetes.io/component": "notebook",
-                "controller-revision-hash": "jupyter-flame-notebook-sim",
-                "statefulset.kubernetes.io/pod-name": NOTEBOOK_POD,
-            },
-            "annotations": {EXTERNAL_ANNOTATION: "true"},
-        },
-        "spec": {
-            "nodeName": node,
-            "serviceAccountName": NOTEBOOK_SA,
-            "restartPolicy": "Always",
-            "terminationGracePeriodSeconds": 30,
-            "containers": [
-                {
-                    "name": "notebook",
-                    "image": image,
-                    "command": ["jupyter", "lab", "--ip=0.0.0.0", "--port=8888", "--no-browser"],
-                    "ports": [{"name": "http", "containerPort": 8888, "protocol": "TCP"}],
-                    "env": [
-                        {"name": "POD_NAME", "valueFrom": field("metadata.name")},
-                        {"name": "POD_NAMESPACE", "valueFrom": field("metadata.namespace")},
-                        {"name": "POD_IP", "valueFrom": field("status.podIP")},
-                    ],
-                    "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
-                }
-            ],
-        },
-    }
-
-
 def _setup_cluster(
     admin_kubeconfig: Path, namespace: str, node: str, image: str
 ) -> tuple[str, str]:
@@ -227,7 +161,7 @@ def _setup_cluster(
         )
         token = str(resp["status"]["token"])
         pods = f"/api/v1/namespaces/{namespace}/pods"
-        pod = rest.create(pods, _notebook_pod(namespace, node, image)) or rest.request(
+        pod = rest.create(pods, notebook_pod(namespace, node, image)) or rest.request(
             "GET", f"{pods}/{NOTEBOOK_POD}"
         )
         ip = (pod.get("status") or {}).get("podIP")

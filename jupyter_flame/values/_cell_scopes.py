@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_flame.values import _magic_args
+from jupyter_flame.values._scope_names import args_names as _args_names
+from jupyter_flame.values._scope_names import local_names as _local_names
+from jupyter_flame.values._scope_names import type_param_names as _type_param_names
 
 _parse = _magic_args.parse
 
@@ -23,60 +26,6 @@ class _Scope:
     kind: str  # "function" (runs later) | "class" | "comprehension" | "typeparams" (run now)
     names: set[str] = field(default_factory=set)  # locals (class: bound so far)
     globals: set[str] = field(default_factory=set)
-
-
-_FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
-_COMPS = (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
-
-
-def _local_names(nodes: Iterable[ast.AST]) -> tuple[set[str], set[str], set[str]]:
-    """(bound, global, nonlocal) names of one function or class scope, without nested scopes."""
-    bound: set[str] = set()
-    glob: set[str] = set()
-    nonlocal_: set[str] = set()
-
-    def walk(node: ast.AST, in_comp: bool) -> None:
-        if isinstance(node, ast.Global):
-            glob.update(node.names)
-        elif isinstance(node, ast.Nonlocal):
-            nonlocal_.update(node.names)
-        elif isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
-            bound.add(node.target.id)
-        elif isinstance(node, ast.Name) and not in_comp:
-            if not isinstance(node.ctx, ast.Load):
-                bound.add(node.id)
-        elif isinstance(node, (*_FUNCS, ast.ClassDef)):
-            bound.add(node.name)
-            return
-        elif isinstance(node, ast.Lambda):
-            return
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound.update((a.asname or a.name).split(".")[0] for a in node.names if a.name != "*")
-        elif isinstance(node, ast.ExceptHandler) and node.name and not in_comp:
-            bound.add(node.name)
-        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name and not in_comp:
-            bound.add(node.name)
-        elif isinstance(node, ast.MatchMapping) and node.rest and not in_comp:
-            bound.add(node.rest)
-        elif type(node).__name__ == "TypeAlias":  # Python >= 3.12
-            walk(node.name, in_comp)  # type: ignore[attr-defined]
-            return
-        in_comp = in_comp or isinstance(node, _COMPS)
-        for child in ast.iter_child_nodes(node):
-            walk(child, in_comp)
-
-    for n in nodes:
-        walk(n, False)
-    return bound - glob - nonlocal_, glob, nonlocal_
-
-
-def _args_names(args: ast.arguments) -> set[str]:
-    every = [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]
-    return {a.arg for a in every if a is not None}
-
-
-def _type_param_names(node: ast.AST) -> set[str]:
-    return {p.name for p in getattr(node, "type_params", ()) or ()}
 
 
 class Walker(ast.NodeVisitor):

@@ -26,16 +26,12 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import ModuleType
 
 import cloudpickle
 
-__all__ = ["register_local_modules", "ships_by_value"]
-
-_lock = threading.Lock()
-_classified: dict[str, object] = {}  # top-level name -> origin key when last classified
-_registered: set[str] = set()
+__all__ = ["LocalModules", "register_local_modules", "ships_by_value"]
 
 
 def _norm(path: str) -> str:
@@ -121,8 +117,6 @@ def _is_local(name: str, location: str | None) -> bool:
 
 
 _RESCAN_EVERY = 2.0  # seconds
-_scanned_count: object = None  # (len(sys.modules), the last module imported)
-_scanned_at = 0.0
 
 
 def _origin_key(module: ModuleType) -> object:
@@ -149,38 +143,67 @@ def ships_by_value(module: ModuleType | str) -> bool:
     return _is_local(top, _location(top_module))
 
 
-def register_local_modules() -> list[str]:
-    """Register every local top-level module with cloudpickle by value; returns the new ones.
+class LocalModules:
+    """The scan of ``sys.modules`` that registers local modules with cloudpickle, and its
+    caches. The process uses one (:func:`register_local_modules`); tests make their own.
 
-    Classification is cached per module name and location; cheap to call before every pickle.
+    Parameters
+    ----------
+    is_local:
+        ``is_local(top_level_name, location) -> bool`` (default: the rules of this module).
+    clock:
+        Monotonic seconds (default ``time.monotonic``), for the periodic rescan.
     """
-    global _scanned_count, _scanned_at
-    new: list[str] = []
-    now = time.monotonic()
-    # Fast path: nothing was imported since the last scan (a full rescan still happens every
-    # few seconds, to catch a module replaced in place).
-    fingerprint = (len(sys.modules), next(reversed(sys.modules), None))
-    if fingerprint == _scanned_count and now - _scanned_at < _RESCAN_EVERY:
-        return new
-    with _lock:
-        if fingerprint == _scanned_count and now - _scanned_at < _RESCAN_EVERY:
-            return new  # another thread finished the same scan while we waited
-        for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
-            if "." in name or not isinstance(module, ModuleType):
-                continue
-            key = _origin_key(module)
-            if name in _classified and _classified[name] == key:
-                continue
-            local = _is_local(name, _location(module))
-            _classified[name] = key
-            if local and name not in _registered:
-                try:
-                    cloudpickle.register_pickle_by_value(module)
-                except ValueError:
+
+    def __init__(self, is_local: Callable[[str, str | None], bool] = _is_local,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._is_local, self._clock = is_local, clock
+        self._lock = threading.Lock()
+        self.classified: dict[str, object] = {}  # top-level name -> origin key when classified
+        self.registered: set[str] = set()
+        self._scanned: object = None  # (len(sys.modules), the last module imported)
+        self._scanned_at = 0.0
+
+    def register(self) -> list[str]:
+        """Register every local top-level module with cloudpickle by value; returns the new
+        ones. Classification is cached per module name and location; cheap to call before
+        every pickle."""
+        new: list[str] = []
+        now = self._clock()
+        # Fast path: nothing was imported since the last scan (a full rescan still happens
+        # every few seconds, to catch a module replaced in place).
+        fingerprint = (len(sys.modules), next(reversed(sys.modules), None))
+        if fingerprint == self._scanned and now - self._scanned_at < _RESCAN_EVERY:
+            return new
+        with self._lock:
+            if fingerprint == self._scanned and now - self._scanned_at < _RESCAN_EVERY:
+                return new  # another thread finished the same scan while we waited
+            for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
+                if "." in name or not isinstance(module, ModuleType):
                     continue
-                _registered.add(name)
-                new.append(name)
-        # Only now may other threads take the fast path: everything the fingerprint covers is
-        # registered (storing it before the loop let them pickle a local module by reference).
-        _scanned_count, _scanned_at = fingerprint, now
-    return new
+                key = _origin_key(module)
+                if name in self.classified and self.classified[name] == key:
+                    continue
+                local = self._is_local(name, _location(module))
+                self.classified[name] = key
+                if local and name not in self.registered:
+                    try:
+                        cloudpickle.register_pickle_by_value(module)
+                    except ValueError:
+                        continue
+                    self.registered.add(name)
+                    new.append(name)
+            # Only now may other threads take the fast path: everything the fingerprint covers
+            # is registered (storing it before the loop let them pickle a local module by
+            # reference).
+            self._scanned, self._scanned_at = fingerprint, now
+        return new
+
+
+_PROCESS = LocalModules()
+
+
+def register_local_modules() -> list[str]:
+    """Register every local top-level module with cloudpickle by value (the process-wide
+    :class:`LocalModules`); returns the new ones."""
+    return _PROCESS.register()

@@ -11,10 +11,10 @@ import pytest
 from jupyter_flame.sim.agent.devices import GpuAllocator, IpAllocator
 from jupyter_flame.sim.agent.images import ImageStore, normalize_image
 from jupyter_flame.sim.agent.node import NodeConfig, node_object
-from jupyter_flame.sim.agent.podenv import ConfigError, build_env, expand, resolve_command
+from jupyter_flame.sim.agent.podenv import ContainerConfigError, build_env, expand, resolve_command
 from jupyter_flame.sim.agent.podstatus import ContainerRun, PodRun, pod_phase, pod_status, qos_class
 
-pytestmark = pytest.mark.sim
+# Pure functions: no stand-in is started, so these run without the `sim` marker.
 
 POD = {
     "metadata": {"name": "p", "namespace": "ns", "uid": "u1", "labels": {"app": "x"}},
@@ -81,7 +81,7 @@ def test_env_secret_and_config_map_refs() -> None:
     ],
 )
 def test_env_errors_use_kubelet_wording(ref: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ContainerConfigError) as info:
         env_of({"name": "X", "valueFrom": ref})
     assert str(info.value) == message
 
@@ -97,7 +97,7 @@ def test_command_resolves_python_and_expands() -> None:
     assert argv == [sys.executable, "-c", "print('1')"]
     assert resolve_command({"command": ["python3.11"]}, {})[0] == sys.executable
     assert resolve_command({"command": ["/bin/echo"]}, {}) == ["/bin/echo"]
-    with pytest.raises(ConfigError):
+    with pytest.raises(ContainerConfigError):
         resolve_command({}, {})
     assert expand("$(MISSING)", {}) == "$(MISSING)"
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from jupyter_flame.sim.apiserver import gc, patch, protobuf, quantity, rbac
+from jupyter_flame.sim import quantity
+from jupyter_flame.sim.apiserver import gc, patch, protobuf, rbac
 from jupyter_flame.sim.apiserver.selectors import Selector
 from jupyter_flame.sim.apiserver.status import ApiError
 
-pytestmark = pytest.mark.sim
+# Pure functions: no stand-in is started, so these run without the `sim` marker.
 
 
 def _obj(labels: dict[str, str], **extra: object) -> dict[str, object]:

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from jupyter_flame.sim.agent.quantity import QuantityError, format_cpu_millis, parse_quantity
 from jupyter_flame.sim.agent.scheduler import (
     NodeInfo,
     fit_error_message,
@@ -18,8 +17,9 @@ from jupyter_flame.sim.agent.scheduler import (
     schedule,
     tolerates,
 )
+from jupyter_flame.sim.quantity import QuantityError, format_cpu_millis, parse_quantity
 
-pytestmark = pytest.mark.sim
+# Pure functions: no stand-in is started, so these run without the `sim` marker.
 
 GPU_TAINT = {"key": "nvidia.com/gpu", "effect": "NoSchedule"}
 GPU_TOL = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}

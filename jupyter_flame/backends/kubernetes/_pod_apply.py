@@ -23,7 +23,7 @@ from jupyter_flame.backends.kubernetes._pod_parts import (
 from jupyter_flame.errors import ConfigError
 
 if TYPE_CHECKING:
-    from jupyter_flame.backends.kubernetes.pod_template import RunnerPodTemplate
+    from jupyter_flame.backends.kubernetes.template import RunnerPodTemplate
 
 __all__ = ["apply_template"]
 

@@ -9,10 +9,9 @@ import copy
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
-from fractions import Fraction
 from typing import Any
 
-from jupyter_flame.errors import ConfigError
+from jupyter_flame.backends.quantity import parse_quantity
 
 __all__ = [
     "GPU_PRODUCT_LABEL",
@@ -38,40 +37,6 @@ GPU_TOLERATION: dict[str, Any] = {
 # ---------------------------------------------------------------------------------- quantities
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL: dict[str, Fraction | int] = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": 1,
-            "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_QUANTITY = re.compile(
-    r"^(?P<num>\d+(?:\.\d*)?|\.\d+)"
-    r"(?:(?P<bin>Ki|Mi|Gi|Ti|Pi|Ei)|(?P<exp>[eE][+-]?\d+)|(?P<dec>[numkMGTPE]?))$"
-)
-
-
-def parse_quantity(value: object, option: str = "quantity") -> Fraction:
-    """Parse a non-negative Kubernetes quantity (``"500m"``, ``"24Gi"``, ``2``) exactly.
-
-    Raises
-    ------
-    ConfigError
-        If ``value`` is not a quantity; the message names ``option``.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ConfigError(f"{option}={value!r} is not a Kubernetes quantity (e.g. '2', '500m', '24Gi')")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ConfigError(f"{option}={value!r} must not be negative")
-        return Fraction(str(value))
-    match = _QUANTITY.match(value.strip())
-    if match is None:
-        raise ConfigError(
-            f"{option}={value!r} is not a Kubernetes quantity (e.g. '2', '500m', '1.5', '24Gi')"
-        )
-    number = Fraction(match["num"])
-    if match["bin"]:
-        return number * _BINARY[match["bin"]]
-    if match["exp"]:
-        return number * Fraction(10) ** int(match["exp"][1:])
-    return number * Fraction(_DECIMAL[match["dec"] or ""])
-
 
 def format_cpu(value: object, option: str = "cpu") -> str:
     """A CPU amount as a quantity string: plain numbers are cores (``0.5`` -> ``"500m"``)."""

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from kubernetes import client
+from traitlets import Bool, Callable, Instance, Unicode, Union
+from traitlets.config import Config
 
 from jupyter_flame.backends.base import BootRequest, RunnerHandle
 from jupyter_flame.backends.kubernetes._pod_parts import (
@@ -61,6 +63,7 @@ from jupyter_flame.backends.kubernetes.pod_template import (
     build_runner_pod,
 )
 from jupyter_flame.backends.kubernetes.runner_pod import PodRunners, Runner
+from jupyter_flame.config import given
 from jupyter_flame.errors import BackendError, BootError, ConfigError, FlameError
 
 __all__ = ["KubernetesBackend", "RunnerPod", "cleanup_runner_pods", "list_runner_pods"]
@@ -79,65 +82,78 @@ class _PoolLock:
 class KubernetesBackend(PodRunners):
     """Runners as pods cloned from the notebook's own pod.
 
-    Parameters
-    ----------
-    namespace:
-        Where runners go (default: ``$POD_NAMESPACE``, else the in-cluster or kubeconfig
-        namespace). Must be the notebook pod's namespace (owner references cannot cross).
-    template:
-        A :class:`~jupyter_flame.backends.kubernetes.pod_template.RunnerPodTemplate` or a callable
-        ``template(parent_pod) -> dict`` (see :mod:`~jupyter_flame.backends.kubernetes.pod_template` for
-        the precedence); the cell's options win over it.
-    app_container_name:
-        The notebook pod's container to clone (default: the one running Jupyter).
-    omit_owner_reference:
-        Do not make the notebook pod the runners' owner (they then survive it until
-        ``jupyter flame cleanup``).
-    service_account:
-        The runners' ServiceAccount (default ``jupyter-flame-runner`` from deploy/rbac.yaml);
-        its token is never mounted. A template's own ``service_account`` (or a callable
-        template's ``spec.serviceAccountName``) wins.
-    kubeconfig, context:
-        A kubeconfig file and context (default: ``$KUBECONFIG``, else in-cluster).
-    pod_name, pod_ip:
-        The notebook pod's name and IP (default: ``$POD_NAME``, ``$POD_IP``, else the pod's
-        ``status.podIP``). The kernel listens on that IP only.
-    api_client:
-        A ready ``kubernetes.client.ApiClient`` (tests, custom auth); skips configuration.
+    Every option is a configurable trait (``c.KubernetesBackend.namespace = "ml"`` in
+    ``ipython_config.py``), listed with its help below and in docs/configuration.md; a keyword
+    given here wins. ``api_client`` (a ready ``kubernetes.client.ApiClient``) skips the
+    kubeconfig.
     """
 
     name = "kubernetes"
+
+    namespace = Unicode(None, allow_none=True, help=(
+        "Where runner pods go. None: $POD_NAMESPACE, else the in-cluster or kubeconfig "
+        "namespace. Must be the notebook pod's namespace (owner references cannot cross "
+        "namespaces).")).tag(config=True)
+    template = Union([Instance(RunnerPodTemplate), Callable()], default_value=None,
+                     allow_none=True, help=(
+        "A RunnerPodTemplate, or a callable template(parent_pod) -> dict merged over the clone "
+        "of the notebook's pod; the cell's options win over it. None: the clone as it is."
+    )).tag(config=True)
+    app_container_name = Unicode(None, allow_none=True, help=(
+        "The notebook pod's container to clone. None: the one running Jupyter.")
+    ).tag(config=True)
+    omit_owner_reference = Bool(False, help=(
+        "Do not make the notebook pod the runners' owner (they then outlive it until "
+        "jupyter flame cleanup).")).tag(config=True)
+    service_account = Unicode(DEFAULT_RUNNER_SERVICE_ACCOUNT, help=(
+        "The runners' ServiceAccount (created by deploy/rbac.yaml); its token is never "
+        "mounted. A template's own service_account wins.")).tag(config=True)
+    kubeconfig = Unicode(None, allow_none=True, help=(
+        "A kubeconfig file. None: $KUBECONFIG, else the in-cluster service account.")
+    ).tag(config=True)
+    context = Unicode(None, allow_none=True, help="The kubeconfig context. None: its current one."
+                      ).tag(config=True)
+    pod_name = Unicode(None, allow_none=True, help=(
+        "The notebook pod's name. None: $POD_NAME.")).tag(config=True)
+    pod_ip = Unicode(None, allow_none=True, help=(
+        "The notebook pod's IP, where the kernel listens for runners. None: $POD_IP, else the "
+        "pod's status.podIP.")).tag(config=True)
+    api_client = Instance(client.ApiClient, allow_none=True, help=(
+        "A ready kubernetes.client.ApiClient (custom authentication, tests); skips the "
+        "kubeconfig.")).tag(config=True)
 
     def __init__(
         self,
         namespace: str | None = None,
         template: RunnerPodTemplate | PodTemplateCallable | None = None,
         app_container_name: str | None = None,
-        omit_owner_reference: bool = False,
-        service_account: str = DEFAULT_RUNNER_SERVICE_ACCOUNT,
+        omit_owner_reference: bool | None = None,
+        service_account: str | None = None,
         kubeconfig: str | None = None,
         pod_name: str | None = None,
         pod_ip: str | None = None,
         *,
         context: str | None = None,
         api_client: client.ApiClient | None = None,
+        config: Config | None = None,
     ) -> None:
-        super().__init__()
-        self.namespace = namespace or os.environ.get("POD_NAMESPACE") or None
-        self.pod_name = pod_name or os.environ.get("POD_NAME") or None
-        self.pod_ip = pod_ip or os.environ.get("POD_IP") or None
-        self.app_container_name = app_container_name
-        self.omit_owner_reference = omit_owner_reference
-        self.service_account = service_account
-        self.kubeconfig = kubeconfig
-        self.context = context
+        super().__init__(**given(
+            namespace=namespace, template=template, app_container_name=app_container_name,
+            omit_owner_reference=omit_owner_reference, service_account=service_account,
+            kubeconfig=kubeconfig, pod_name=pod_name, pod_ip=pod_ip, context=context,
+            api_client=api_client, config=config))
+        self.namespace = self.namespace or os.environ.get("POD_NAMESPACE") or None
+        self.pod_name = self.pod_name or os.environ.get("POD_NAME") or None
+        self.pod_ip = self.pod_ip or os.environ.get("POD_IP") or None
+        service_account = self.service_account
+        template = self.template
         if template is None:
             template = RunnerPodTemplate(service_account=service_account)
         elif isinstance(template, RunnerPodTemplate):
             if template.service_account == DEFAULT_RUNNER_SERVICE_ACCOUNT:
                 template = replace(template, service_account=service_account)
-        self.template: RunnerPodTemplate | PodTemplateCallable = template
-        self._api = api_client
+        self.template = template
+        self._api = self.api_client
         self._core: client.CoreV1Api | None = None
         self._parent: dict[str, Any] | None = None  # the notebook pod, as the API sent it
         self._claims: dict[str, list[str]] = {}

@@ -80,12 +80,15 @@ def _runner_pod(pod: dict[str, Any]) -> RunnerPod:
     )
 
 
-def list_runner_pods(core_api: client.CoreV1Api, namespace: str,
+def list_runner_pods(core_api: client.CoreV1Api, namespace: str | None,
                      label_selector: str | None = None) -> list[RunnerPod]:
     """Every jupyter-flame runner pod in ``namespace`` (oldest first).
 
     Parameters
     ----------
+    namespace:
+        ``None``: every namespace (``kubectl get pods -A``; needs a cluster-wide
+        ``list pods`` permission).
     label_selector:
         Extra requirements (e.g. ``"jupyter-flame/parent=nb-0"``).
 
@@ -97,8 +100,12 @@ def list_runner_pods(core_api: client.CoreV1Api, namespace: str,
     wanted = f"{MANAGED_BY}={MANAGED_BY_VALUE}"
     if label_selector:
         wanted += "," + label_selector
-    listed = call("list", "pods", namespace, core_api.list_namespaced_pod, namespace,
-                  label_selector=wanted, raw=True)
+    if namespace is None:
+        listed = call("list", "pods", "", core_api.list_pod_for_all_namespaces,
+                      label_selector=wanted, raw=True)
+    else:
+        listed = call("list", "pods", namespace, core_api.list_namespaced_pod, namespace,
+                      label_selector=wanted, raw=True)
     pods = [_runner_pod(p) for p in listed.get("items") or []]
     return sorted(pods, key=lambda p: (p.get("created", ""), p.get("name", "")))
 

@@ -131,6 +131,9 @@ class Watcher:
     reread:
         ``reread() -> (raw_object | None, resource_version)`` after a 410 Gone (the object's
         current state, or ``None`` when it no longer exists); ``None`` to resume from now.
+    make_watch:
+        What makes the client's watch (default ``kubernetes.watch.Watch``): an object with
+        ``stream(list_func, **kwargs)`` and ``stop()``.
     """
 
     def __init__(
@@ -143,7 +146,9 @@ class Watcher:
         loop: asyncio.AbstractEventLoop,
         reread: Callable[[], tuple[dict[str, Any] | None, str | None]] | None = None,
         name: str = "jupyter-flame-watch",
+        make_watch: Callable[[], Any] | None = None,
     ) -> None:
+        self._make_watch = make_watch or watch.Watch
         self._list = list_func
         self._namespace = namespace
         self._fields = field_selector
@@ -152,7 +157,7 @@ class Watcher:
         self._loop = loop
         self._reread = reread
         self._stopped = threading.Event()
-        self._watch: watch.Watch | None = None
+        self._watch: Any = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -197,7 +202,7 @@ class Watcher:
     def _run(self) -> None:
         failures = 0
         while not self._stopped.is_set():
-            self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+            self._watch = self._make_watch()
             kwargs: dict[str, Any] = {
                 "field_selector": self._fields,
                 "timeout_seconds": _WATCH_SECONDS,

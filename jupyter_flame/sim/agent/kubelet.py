@@ -24,8 +24,8 @@ from .api import Api, ApiException
 from .devices import HOST_IP, GpuAllocator, IpAllocator
 from .images import ImageStore
 from .node import EXTERNAL_ANNOTATION, GPU_RESOURCE, NodeConfig
-from .podenv import ConfigError
-from .podstatus import ContainerRun, PodRun, pod_phase, pod_status
+from .podenv import ContainerConfigError
+from .podstatus import ContainerRun, PodRun, container_spec, pod_phase, pod_status
 from .process import ProcessTable
 from .runtime import Runtime, container_event
 from .scheduler import pod_requests
@@ -38,14 +38,6 @@ CallLater = Callable[[float, Callable[[], None]], None]
 MAX_CRASH_BACKOFF = 300.0
 MAX_RETRY_BACKOFF = 10.0  # CreateContainerConfigError retries: 1 s doubling to 10 s
 IMAGE_BACKOFF = (10.0, 300.0)  # the kubelet's image pull back-off: 10 s doubling to 5 min
-
-
-def _spec_of(run: PodRun, c: ContainerRun) -> Json:
-    key = "initContainers" if c.init else "containers"
-    for spec in (run.pod.get("spec") or {}).get(key) or []:
-        if spec.get("name") == c.name:
-            return dict(spec)
-    return {"name": c.name}
 
 
 class Kubelet:
@@ -245,7 +237,7 @@ class Kubelet:
         c.busy = False
         c.attempt += 1
         self.dirty.add(run.uid)
-        spec = _spec_of(run, c)
+        spec = container_spec(run, c)
         waiting = self.runtime.pull(run, c, spec)
         if waiting is not None:
             c.state = {"waiting": waiting}
@@ -261,7 +253,7 @@ class Kubelet:
             return
         try:
             env = self.runtime.environment(run, c, spec)
-        except ConfigError as exc:
+        except ContainerConfigError as exc:
             c.state = {"waiting": {"reason": "CreateContainerConfigError", "message": str(exc)}}
             self._later(run, c, self._backoff(c), lambda: self._start(run, c))
             return
@@ -316,13 +308,9 @@ class Kubelet:
                 "message": f"back-off {int(delay)}s restarting failed container={c.name} pod={pod_ref}",
             }
         }
-        self.record(
-            run.pod,
-            "Warning",
-            "BackOff",
-            f"Back-off restarting failed container {c.name} in pod {pod_ref}",
-            **container_event(run, c),
-        )
+        self.record(run.pod, "Warning", "BackOff",
+                    f"Back-off restarting failed container {c.name} in pod {pod_ref}",
+                    **container_event(run, c))
         self._later(run, c, delay, restart_now)
 
     def _completed(self, run: PodRun) -> None:
@@ -346,13 +334,8 @@ class Kubelet:
         alive = run.alive()
         for c in alive:
             assert c.proc is not None
-            self.record(
-                run.pod,
-                "Normal",
-                "Killing",
-                f"Stopping container {c.name}",
-                **container_event(run, c),
-            )
+            self.record(run.pod, "Normal", "Killing", f"Stopping container {c.name}",
+                        **container_event(run, c))
             self.procs.signal_group(c.proc, signal.SIGTERM)
         if not alive:
             self._finish_delete(run)

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["ConfigError", "build_env", "expand", "resolve_command", "BASE_ENV_KEYS"]
+__all__ = ["ContainerConfigError", "build_env", "expand", "resolve_command", "BASE_ENV_KEYS"]
 
 Json = Mapping[str, Any]
 # Lookup(kind, namespace, name) -> data dict (str -> str, decoded) or None when missing.
@@ -31,7 +31,7 @@ TEST_SESSION_KEY = "JUPYTER_FLAME_TEST_SESSION"
 _REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 
 
-class ConfigError(Exception):
+class ContainerConfigError(Exception):
     """The container cannot be configured (``CreateContainerConfigError``)."""
 
 
@@ -89,7 +89,7 @@ def _field_ref(path: str, pod: Json, pod_ip: str, host_ip: str) -> str:
         "status.hostIPs": host_ip,
     }
     if path not in values:
-        raise ConfigError(f'unsupported fieldRef fieldPath "{path}"')
+        raise ContainerConfigError(f'unsupported fieldRef fieldPath "{path}"')
     return str(values[path] or "")
 
 
@@ -97,7 +97,7 @@ def _source(kind: str, ref: Json, namespace: str, lookup: Lookup) -> dict[str, s
     name = ref.get("name", "")
     data = lookup(kind, namespace, name)
     if data is None and not ref.get("optional"):
-        raise ConfigError(f'{kind.lower()} "{name}" not found')
+        raise ContainerConfigError(f'{kind.lower()} "{name}" not found')
     return data
 
 
@@ -147,7 +147,7 @@ def build_env(
 
     Raises
     ------
-    ConfigError
+    ContainerConfigError
         A referenced Secret/ConfigMap or key is missing (and not optional).
     """
     namespace = (pod.get("metadata") or {}).get("namespace", "default")
@@ -185,7 +185,7 @@ def build_env(
             if key not in data:
                 if ref.get("optional"):
                     continue
-                raise ConfigError(
+                raise ContainerConfigError(
                     f"couldn't find key {key} in {kind} {namespace}/{ref.get('name')}"
                 )
             env[name] = data[key]
@@ -213,14 +213,14 @@ def resolve_command(container: Json, env: Mapping[str, str]) -> list[str]:
 
     Raises
     ------
-    ConfigError
+    ContainerConfigError
         Neither ``command`` nor ``args`` is set (the images here have no entrypoint).
     """
     command: Sequence[str] = container.get("command") or []
     args: Sequence[str] = container.get("args") or []
     argv = [expand(str(a), env) for a in [*command, *args]]
     if not argv:
-        raise ConfigError("no command specified")
+        raise ContainerConfigError("no command specified")
     exe = os.path.basename(argv[0])
     if exe == "python" or re.fullmatch(r"python3(\.\d+)?", exe):
         argv[0] = sys.executable

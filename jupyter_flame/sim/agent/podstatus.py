@@ -13,7 +13,7 @@ from typing import Any
 
 from .._time import rfc3339
 
-__all__ = ["ContainerRun", "PodRun", "pod_phase", "pod_status", "qos_class"]
+__all__ = ["ContainerRun", "PodRun", "container_spec", "pod_phase", "pod_status", "qos_class"]
 
 Json = dict[str, Any]
 
@@ -211,3 +211,12 @@ def pod_status(run: PodRun) -> Json:
     if run.init:
         status["initContainerStatuses"] = [c.status() for c in run.init]
     return status
+
+
+def container_spec(run: PodRun, c: ContainerRun) -> Json:
+    """The spec of container ``c`` in ``run``'s pod (just its name if the pod lost it)."""
+    key = "initContainers" if c.init else "containers"
+    for spec in (run.pod.get("spec") or {}).get(key) or []:
+        if spec.get("name") == c.name:
+            return dict(spec)
+    return {"name": c.name}

@@ -18,6 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from .._paths import previous_log_path
 
 __all__ = ["ProcessTable", "exit_code", "proc_start_time", "kill_recorded"]
@@ -28,24 +30,26 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
-def _stat(pid: int) -> list[str] | None:
+def _started(pid: int) -> tuple[str, bool] | None:
+    """(start time, zombie?) of ``pid`` (psutil), or None when it is gone."""
     try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        proc = psutil.Process(pid)
+        return repr(proc.create_time()), proc.status() in (psutil.STATUS_ZOMBIE,
+                                                           psutil.STATUS_DEAD)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
-    return data.rsplit(")", 1)[1].split()
 
 
 def proc_start_time(pid: int) -> str | None:
-    """Field 22 of ``/proc/<pid>/stat`` (identifies a pid across reuse).
+    """When ``pid`` started, as a string (identifies a pid across reuse).
 
     Returns
     -------
     str or None
         None when the process is gone or a zombie (exited, not yet reaped).
     """
-    fields = _stat(pid)
-    return None if fields is None or fields[0] in ("Z", "X") else fields[19]
+    started = _started(pid)
+    return None if started is None or started[1] else started[0]
 
 
 def kill_recorded(record_dir: Path) -> list[int]:
@@ -70,9 +74,9 @@ def kill_recorded(record_dir: Path) -> list[int]:
             start = record.read_text().strip()
         except (ValueError, OSError):
             continue
-        fields = _stat(pid)
+        started = _started(pid)
         # A zombie leader may still have live children in its group: signal it too.
-        if fields is not None and fields[19] == start:
+        if started is not None and started[0] == start:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
                 killed.append(pid)

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ..kubeconfig import current_context
 
 __all__ = ["Rest", "RestError"]
 
@@ -51,12 +51,9 @@ class Rest:
     """
 
     def __init__(self, kubeconfig: Path) -> None:
-        doc = yaml.safe_load(Path(kubeconfig).read_text())
-        ctx_name = doc.get("current-context")
-        ctx = next(c for c in doc["contexts"] if c["name"] == ctx_name)["context"]
-        cluster = next(c for c in doc["clusters"] if c["name"] == ctx["cluster"])["cluster"]
-        user = next(u for u in doc["users"] if u["name"] == ctx["user"])["user"]
-        self.server = cluster["server"].rstrip("/")
+        current = current_context(kubeconfig)
+        cluster, user = current.cluster, current.user
+        self.server = current.server
         self._tmp = tempfile.TemporaryDirectory(prefix="jupyter-flame-rest-")
         tmp = Path(self._tmp.name)
         self.context = ssl.create_default_context()

@@ -17,7 +17,7 @@ from .._time import rfc3339
 from .api import Api, ApiException
 from .images import ImageStore
 from .node import GPU_RESOURCE
-from .podenv import ConfigError, build_env, decode_secret, resolve_command
+from .podenv import ContainerConfigError, build_env, decode_secret, resolve_command
 from .podstatus import ContainerRun, PodRun
 from .process import ProcessTable
 from .scheduler import pod_requests
@@ -106,12 +106,12 @@ class Runtime:
 
         Raises
         ------
-        ConfigError
+        ContainerConfigError
             A Secret/ConfigMap or key is missing; the event is recorded.
         """
         try:
             env = build_env(spec, run.pod, pod_ip=run.ip, host_ip=run.host_ip, lookup=self._lookup)
-        except ConfigError as exc:
+        except ContainerConfigError as exc:
             ev = container_event(run, c)
             self.record(run.pod, "Warning", "Failed", f"Error: {exc}", **ev)
             raise
@@ -138,7 +138,7 @@ class Runtime:
                 cwd,
                 log_path(self.state_dir, run.namespace, run.name, c.name),
             )
-        except (OSError, ConfigError) as exc:
+        except (OSError, ContainerConfigError) as exc:
             detail = str(exc)
             if isinstance(exc, FileNotFoundError):
                 detail = f'exec: "{exc.filename}": executable file not found in $PATH'
@@ -169,6 +169,6 @@ class Runtime:
         except ApiException as exc:
             if exc.status == 404:
                 return None
-            raise ConfigError(
+            raise ContainerConfigError(
                 f"failed to read {kind.lower()} {namespace}/{name}: {exc.reason}"
             ) from exc

@@ -18,8 +18,8 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
+from ..kubeconfig import kubeconfig_text
 from . import tls
-from .kubeconfig import kubeconfig_text
 from .server import make_app
 from .state import ServerState
 

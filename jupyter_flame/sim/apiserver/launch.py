@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from .kubeconfig import kubeconfig_text
+from ..kubeconfig import kubeconfig_text
 
 
 @dataclass

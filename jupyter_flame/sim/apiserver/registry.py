@@ -14,9 +14,9 @@ import json
 import uuid
 from typing import Any
 
+from .. import quantity
 from .._time import rfc3339
 from . import patch as patches
-from . import quantity
 from .resources import Resource, lookup
 from .selectors import Selector
 from .status import (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tornado.iostream import StreamClosedError
 
@@ -22,7 +22,22 @@ from .store import Change
 
 if TYPE_CHECKING:
     from .resources import Resource
-    from .server import ApiHandler
+    from .state import ServerState
+
+
+class ApiHandler(Protocol):
+    """What a stream needs of the request handler serving it (``server.ApiHandler``)."""
+
+    state: ServerState
+    closed: bool
+
+    def write(self, chunk: bytes | str | dict[str, Any]) -> None: ...
+
+    def flush(self) -> Any: ...
+
+    def set_header(self, name: str, value: Any) -> None: ...
+
+    def set_status(self, status_code: int, reason: str | None = None) -> None: ...
 
 
 def _event(kind: str, obj: dict[str, Any]) -> bytes:

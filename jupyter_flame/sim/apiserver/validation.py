@@ -12,7 +12,7 @@ import re
 import secrets
 from typing import Any
 
-from . import quantity
+from .. import quantity
 from .status import FieldError
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

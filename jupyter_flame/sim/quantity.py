@@ -1,8 +1,13 @@
-"""Canonical ``resource.Quantity`` serialization, as the real server stores them (pure).
+"""Kubernetes resource quantities (``500m``, ``1Gi``, ``2e3``) for the whole stand-in (pure).
 
-``"1000m"`` becomes ``"1"``, ``0.5`` becomes ``"500m"``, ``"2048Mi"`` becomes
-``"2Gi"``; the suffix family of the input (binary, decimal, exponent) is kept,
-and values finer than nano are rounded up.
+One grammar for the API server (which stores quantities in their canonical form, as the real
+server does: ``"1000m"`` becomes ``"1"``, ``0.5`` becomes ``"500m"``, ``"2048Mi"`` becomes
+``"2Gi"``; the suffix family of the input is kept and values finer than nano are rounded up)
+and for the agent's scheduler (which sums and compares them exactly, as
+:class:`fractions.Fraction`, like ``resource.Quantity`` in Go).
+
+The stand-in keeps its own parser rather than the product's (``kubernetes.utils``), so that it
+stays an independent check of what the product sends.
 """
 
 from __future__ import annotations
@@ -11,6 +16,9 @@ import math
 import re
 from fractions import Fraction
 from typing import Any
+
+__all__ = ["QuantityError", "canonical", "canonical_map", "format_cpu_millis", "parse",
+           "parse_quantity"]
 
 _BINARY = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
 _DECIMAL = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
@@ -25,6 +33,8 @@ class QuantityError(ValueError):
 
 def parse(value: Any) -> tuple[Fraction, str]:
     """(exact value, format) where format is ``binary``, ``decimal`` or ``exponent``."""
+    if isinstance(value, bool):
+        raise QuantityError(f"quantity {value!r} is not a number")
     text = repr(value) if isinstance(value, float) else str(value).strip()
     m = _RE.match(text)
     if not m:
@@ -73,3 +83,37 @@ def canonical_map(values: Any) -> Any:
     if not isinstance(values, dict):
         return values
     return {k: canonical(v) for k, v in values.items()}
+
+
+def parse_quantity(value: str | int | float) -> Fraction:
+    """A quantity as an exact number in base units (cores, bytes, devices).
+
+    Raises
+    ------
+    QuantityError
+        If ``value`` is not a quantity; the message names the value.
+    """
+    try:
+        return parse(value)[0]
+    except QuantityError:
+        raise QuantityError(f"quantity {value!r} is not a Kubernetes quantity (e.g. '500m', "
+                            "'2', '1Gi', '1e3')") from None
+
+
+def format_cpu_millis(value: Fraction) -> str:
+    """Render a CPU amount the way Kubernetes prints it (``"2"`` or ``"1500m"``).
+
+    Parameters
+    ----------
+    value : fractions.Fraction
+        Cores.
+
+    Returns
+    -------
+    str
+        Whole cores without a suffix, else rounded-up millicores with ``m``.
+    """
+    if value.denominator == 1:
+        return str(value.numerator)
+    millis = -((-value * 1000) // 1)
+    return f"{millis}m"

@@ -1,27 +1,82 @@
 """Snapshots of pools and runners, and their plain-text rendering (``%flame status``).
 
-:func:`pool_status` runs on the flame loop and returns plain data (dicts of str/int/float), so
-widgets, the text fallback and tests all read the same thing.
+:func:`snapshot` runs on the flame loop and returns plain data (:class:`PoolStatus`, a
+TypedDict of str/int/float/None, JSON-ready), so the text dashboard, the widgets, the server's
+JSON and tests all read the same thing.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
-    from jupyter_flame.pool.pool import Pool
+    from jupyter_flame.pool.core import PoolCore
 
-__all__ = ["pool_status", "render_text"]
+__all__ = ["PoolStatus", "RunnerStatus", "render_text", "snapshot"]
 
 
-def pool_status(pool: Pool) -> dict[str, Any]:
-    core = pool._core
+class RunnerStatus(TypedDict):
+    """One runner of a pool, as the dashboards show it."""
+
+    id: str
+    #: the pool's view: booting, live, retiring or gone
+    state: str
+    #: the backend's last lifecycle phase: requested, scheduling, pulling, starting, ...
+    phase: str
+    load: int
+    max_concurrency: int
+    #: seconds since the runner was requested
+    age: float
+    #: seconds until idle shutdown (``None``: busy, or the pool never idles down)
+    idle_left: float | None
+    rtt_ms: float | None
+    tasks_done: int
+    #: values the runner holds for the next cell (names)
+    cached: int
+    pid: int | None
+    pod: str | None
+    node: str | None
+    gpus: Any
+    boot_seconds: float | None
+    reason: str
+    message: str
+
+
+class PoolStatus(TypedDict):
+    """One pool and its runners at one moment."""
+
+    name: str
+    backend: str
+    spec: str
+    closed: bool
+    min: int
+    max: int
+    max_concurrency: int
+    idle_shutdown_after: float | None
+    boot_timeout: float
+    timeout: float | None
+    single_use: bool
+    #: work waiting for a runner (FIFO)
+    waiting: int
+    runners: list[RunnerStatus]
+    boots: int
+    boot_failures: int
+    tasks_done: int
+    #: ``Pool.call`` calls the calling thread sent and read itself
+    direct_calls: int
+    last_error: str | None
+    last_transfer: dict[str, dict[str, int]] | None
+
+
+def snapshot(core: PoolCore, *, name: str, backend: str, spec: str,
+             last_transfer: dict[str, dict[str, int]] | None) -> PoolStatus:
+    """The status of ``core`` now (call it on the flame loop)."""
     o = core.options
     now = time.time()
     mono = time.monotonic()
-    runners = []
+    runners: list[RunnerStatus] = []
     for slot in list(core.slots.values()):
         info = dict(slot.handle.info) if slot.handle is not None else {}
         link = slot.link
@@ -29,7 +84,7 @@ def pool_status(pool: Pool) -> dict[str, Any]:
         if link is not None and link.load == 0 and o.idle_shutdown_after is not None:
             idle_left = max(0.0, o.idle_shutdown_after - (mono - link.last_used))
         ev = slot.last_event
-        runners.append({
+        runners.append(RunnerStatus({
             "id": slot.id,
             "state": slot.state,
             "phase": slot.handle.phase if slot.handle is not None else "requested",
@@ -48,11 +103,11 @@ def pool_status(pool: Pool) -> dict[str, Any]:
             "boot_seconds": info.get("boot_seconds"),
             "reason": ev.reason if ev is not None else "",
             "message": ev.message if ev is not None else "",
-        })
-    return {
-        "name": pool.name,
-        "backend": pool.backend.name,
-        "spec": pool.spec.key() or "default",
+        }))
+    return PoolStatus({
+        "name": name,
+        "backend": backend,
+        "spec": spec,
         "closed": core.closed,
         "min": o.min,
         "max": o.max,
@@ -68,8 +123,8 @@ def pool_status(pool: Pool) -> dict[str, Any]:
         "tasks_done": core.tasks_done,
         "direct_calls": core.direct_calls,
         "last_error": str(core.last_error) if core.last_error is not None else None,
-        "last_transfer": pool.last_transfer,
-    }
+        "last_transfer": last_transfer,
+    })
 
 
 def _fmt(value: Any) -> str:
@@ -96,7 +151,7 @@ def render_transfer(transfer: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def render_text(statuses: Iterable[dict[str, Any]]) -> str:
+def render_text(statuses: Iterable[PoolStatus]) -> str:
     """A plain-text dashboard of pools and their runners."""
     out: list[str] = []
     for st in statuses:

@@ -1,0 +1,100 @@
+"""What a runner is told by its environment, and how it reports a fatal start.
+
+See :mod:`jupyter_flame.runner.main` for the variables; :func:`read_env` parses them and removes
+the key from the environment as soon as it is read.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_flame.channel.protocol import EXIT_BAD_ENV
+
+__all__ = ["DEFAULT_BOOT_TIMEOUT", "DEFAULT_CACHE_BYTES", "Fatal", "RunnerEnv", "log", "read_env"]
+
+DEFAULT_BOOT_TIMEOUT = 30.0
+"""Seconds a runner keeps dialling a parent that refuses (``JUPYTER_FLAME_BOOT_TIMEOUT``)."""
+
+DEFAULT_CACHE_BYTES = 4 * 1024**3
+"""Default bound of the runner's value cache (``JUPYTER_FLAME_CACHE_BYTES`` overrides it)."""
+
+
+class Fatal(Exception):
+    """The runner cannot go on; ``code`` is its exit code (``EXIT_*``)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def log(text: str) -> None:
+    """A line on the runner's real stderr (the backend keeps it as the runner's log)."""
+    stream = sys.__stderr__
+    if stream is not None:
+        try:
+            stream.write(text.rstrip("\n") + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+@dataclass(frozen=True)
+class RunnerEnv:
+    """What the environment tells a runner."""
+
+    host: str
+    port: int
+    runner_id: str
+    pool: str
+    key: bytes = field(repr=False)
+    boot_timeout: float = DEFAULT_BOOT_TIMEOUT
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+
+
+def read_env(environ: Any = None) -> RunnerEnv:
+    """Parse the runner's environment; removes ``JUPYTER_FLAME_KEY`` from it.
+
+    Raises ``Fatal`` (exit code 2) naming the variable that is missing or malformed.
+    """
+    env = os.environ if environ is None else environ
+    key_hex = env.pop("JUPYTER_FLAME_KEY", None)
+
+    def need(name: str) -> str:
+        value = env.get(name)
+        if not value:
+            raise Fatal(EXIT_BAD_ENV, f"{name} is not set; runners are started by a pool")
+        return str(value)
+
+    parent = need("JUPYTER_FLAME_PARENT")
+    host, sep, port_text = parent.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit():
+        raise Fatal(EXIT_BAD_ENV, f"JUPYTER_FLAME_PARENT={parent!r} is not host:port")
+    if not key_hex:
+        raise Fatal(EXIT_BAD_ENV, "JUPYTER_FLAME_KEY is not set; runners are started by a pool")
+    try:
+        key = bytes.fromhex(key_hex)
+    except ValueError:
+        raise Fatal(EXIT_BAD_ENV, "JUPYTER_FLAME_KEY is not hex") from None
+
+    def number(name: str, default: float) -> float:
+        text = env.get(name)
+        if not text:
+            return default
+        try:
+            return float(text)
+        except ValueError:
+            raise Fatal(EXIT_BAD_ENV, f"{name}={text!r} is not a number") from None
+
+    return RunnerEnv(
+        host=host,
+        port=int(port_text),
+        runner_id=need("JUPYTER_FLAME_RUNNER_ID"),
+        pool=env.get("JUPYTER_FLAME_POOL") or "default",
+        key=key,
+        boot_timeout=number("JUPYTER_FLAME_BOOT_TIMEOUT", DEFAULT_BOOT_TIMEOUT),
+        cache_bytes=int(number("JUPYTER_FLAME_CACHE_BYTES", DEFAULT_CACHE_BYTES)),
+    )
