@@ -66,6 +66,8 @@ class Kernel:
     def __init__(self, cwd: Path | None = None, env: dict[str, str] | None = None,
                  load: bool = True, arguments: list[str] | None = None) -> None:
         self.km = KernelManager(kernel_name="python3")
+        #: every comm message seen on IOPub while collecting cells (what a browser receives)
+        self.comm_log: list[dict[str, Any]] = []
         kenv = dict(os.environ)
         kenv.update(env or {})
         kenv.setdefault("PYTHONUNBUFFERED", "1")
@@ -104,6 +106,8 @@ class Kernel:
                 msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
             except queue.Empty:
                 continue
+            if msg["msg_type"] in ("comm_open", "comm_msg", "comm_close"):
+                self.comm_log.append(msg)  # widget traffic, whichever thread sent it
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind = msg["msg_type"]

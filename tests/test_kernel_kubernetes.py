@@ -4,6 +4,7 @@ stand-in: runner pods cloned from the notebook pod, checked through the official
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -237,3 +238,58 @@ def test_killed_kernel_leaves_no_runner(sim: Sim, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert sim.runner_pods(f"jupyter-flame/runner={runner_id}") == []
     assert f"deleted runner pod default/{pods[0].metadata.name}" in out.stdout, out.stdout
+
+
+def test_widget_follows_the_runner_pod(sim: Sim, kernel: Kernel) -> None:
+    from .widget_trace import html_values, steps
+
+    kernel.comm_log.clear()
+    res = kernel.run("%%flame --pool wpod --cpu 100m\nimport time\ntime.sleep(1)\n")
+    assert res.status == "ok", res.traceback_text()
+    values = html_values(kernel.comm_log)
+    seen = steps(values)
+    assert "booting" in seen and seen[-1] == "done", seen
+    # the Kubernetes steps of the pod show while it boots, with the pod's name and request
+    booting = [v for v in values if "booting a runner" in v]
+    # every phase the pod went through, in order, even where updates were coalesced
+    trail = re.split(r" \(|<", booting[-1].split("booting a runner: ")[1])[0].split(" &gt; ")
+    assert trail[:2] == ["requested", "scheduling"] and trail[-1] == "starting", trail
+    assert "pod jupyter-flame-notebook-0-flame-" in booting[-1] and " on flame-sim-node-0" in booting[-1]
+    assert "cpu=100m" in values[-1] and "on flame-sim-node-0" in values[-1]
+
+
+def test_widget_shows_why_a_pod_stays_pending(sim: Sim, kernel: Kernel) -> None:
+    from .widget_trace import html_values, steps
+
+    kernel.comm_log.clear()
+    assert kernel.run("%flame pool whuge --gpu 8 --boot-timeout 3").status == "ok"
+    res = kernel.run("%%flame --pool whuge\n1\n")
+    assert res.status == "error"
+    values = html_values(kernel.comm_log)
+    booting = [v for v in values if "booting a runner" in v]
+    assert any("Unschedulable" in v and "Insufficient nvidia.com/gpu" in v for v in booting), (
+        steps(values), values)
+    final = values[-1]
+    assert "flame-failed" in final and "Insufficient nvidia.com/gpu" in final
+    assert "Last events" in final
+
+
+def test_widget_failure_summary_of_an_image_that_cannot_be_pulled(sim: Sim,
+                                                                  kernel: Kernel) -> None:
+    from .widget_trace import html_values
+
+    kernel.comm_log.clear()
+    assert kernel.run("%flame pool wimg --image registry.invalid/nope:1").status == "ok"
+    res = kernel.run("%%flame --pool wimg\n1\n")
+    assert res.status == "error"
+    final = html_values(kernel.comm_log)[-1]
+    assert "flame-failed" in final and ("ErrImagePull" in final or "ImagePullBackOff" in final)
+    assert "BootError" in final
+
+
+def test_timeout_error_names_the_scheduler_reason(sim: Sim, kernel: Kernel) -> None:
+    assert kernel.run("%flame pool wwait --gpu 8 --boot-timeout 30").status == "ok"
+    res = kernel.run("%%flame --pool wwait --timeout 3\n1\n")
+    assert res.status == "error"
+    text = res.traceback_text()
+    assert "became available within 3 s" in text and "Insufficient nvidia.com/gpu" in text

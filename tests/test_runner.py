@@ -339,7 +339,11 @@ async def test_exits_when_pings_stop() -> None:
         await h.send(Ping(42.0))
         while not h.pongs:
             await asyncio.sleep(0.02)
-        assert h.pongs[0].msg == Pong(42.0)
+        pong = h.pongs[0].msg
+        assert isinstance(pong, Pong) and pong.sent == 42.0
+        # the heartbeat reply carries the runner's own resource use (psutil)
+        assert pong.stats["rss"] > 10_000_000 and pong.stats["cpu_percent"] >= 0
+        assert pong.stats["gpus"] == []  # no CUDA_VISIBLE_DEVICES here
         await h.submit(Execute(h.next_task(), "import time\ntime.sleep(60)"))  # main thread stuck
         t0 = time.monotonic()
         assert await h.wait_exit(6) == 5

@@ -287,8 +287,12 @@ class Backend(FlameConfigurable, metaclass=FlameConfigurableMeta):
 
     def emit(self, handle: RunnerHandle, phase: str, reason: str = "", message: str = "",
              **details: Any) -> None:
-        """Record ``phase`` on ``handle`` and tell every subscriber."""
-        handle.phase = phase
+        """Record ``phase`` on ``handle`` and tell every subscriber.
+
+        ``"stats"`` (the runner's resource use from a heartbeat) is news, not a phase: it
+        leaves ``handle.phase`` as it was."""
+        if phase != "stats":
+            handle.phase = phase
         event = LifecycleEvent(handle.id, handle.pool, phase, reason, message, details=details)
         for callback in list(self._subscribers):
             try:

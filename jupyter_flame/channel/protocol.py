@@ -135,7 +135,12 @@ class Ping:
 
 @dataclass(frozen=True)
 class Pong:
+    """The runner's answer to a heartbeat, with its live resource use (``runner.stats``):
+    ``cpu_percent``, ``rss`` (bytes, the runner and its children) and ``gpus`` (NVML readings
+    of the GPUs it holds, where there are any)."""
+
     sent: float
+    stats: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -113,66 +114,61 @@ def _render(item: Output) -> None:
         clear_output(wait=item.wait)
 
 
-class WaitStatus:
-    """The text status of a cell waiting for a runner (until the widgets take over).
+def make_view(req: CellRequest, *, background: bool = False,
+              on_cancel: Any = None) -> Any:
+    """The lifecycle view of this cell (``None`` with ``--quiet``), shown now."""
+    if req.quiet:
+        return None
+    from jupyter_flame.widgets.cell_view import CellView
 
-    Silent while a runner takes the cell within ``after`` seconds (a warm pool); then one line
-    on stderr each time what the cell waits for changes (a runner booting and its phase, or
-    every runner busy), and one when a runner takes it. ``--quiet`` silences it.
-    """
-
-    def __init__(self, req: CellRequest, after: float = 1.0) -> None:
-        self.req, self.after = req, after
-        self.started = time.monotonic()
-        self.last = ""
-        self.next_check = self.started + after
-
-    def tick(self) -> None:
-        if self.req.quiet or self.last == "done":
-            return
-        now = time.monotonic()
-        link = self.req.link
-        if link is not None:
-            if self.last:
-                self._say(f"runner {link.id} took the cell after {now - self.started:.1f} s")
-            self.last = "done"
-            return
-        if now < self.next_check:
-            return
-        self.next_check = now + 1.0
-        line = waiting_line(self.req.pool.status())
-        if line != self.last:
-            self._say(line)
-            self.last = line
-
-    def _say(self, text: str) -> None:
-        print(f"jupyter-flame: {text}", file=sys.stderr, flush=True)
+    view = CellView(req.pool, background=background, on_cancel=on_cancel)
+    view.show()
+    return view
 
 
-def waiting_line(st: Any) -> str:
-    """What a cell of pool ``st`` (a ``PoolStatus``) waits for, in one line."""
-    booting = [r for r in st["runners"] if r["state"] == "booting"]
-    if booting:
-        parts = []
-        for r in booting:
-            part = f"{r['id']} {r['phase']}"
-            if r["reason"]:
-                part += f" ({r['reason']}: {r['message']})" if r["message"] else f" ({r['reason']})"
-            parts.append(part)
-        return f"waiting for a runner of pool {st['name']!r}: " + "; ".join(parts)
-    if not st["runners"]:
-        return f"waiting for pool {st['name']!r} to boot a runner"
-    return (f"waiting for a runner of pool {st['name']!r}: {len(st['runners'])} of max "
-            f"{st['max']} runner(s), all busy; {st['waiting']} cell(s)/call(s) queued")
+def track(req: CellRequest, view: Any) -> dict[str, Any]:
+    """The ``dispatch`` hooks that tell ``view`` (and ``req``) where the cell is."""
+    def on_checkout(link: RunnerLink, task: int) -> None:
+        req.on_checkout(link, task)
+        if view is not None:
+            view.checked_out(link.id, link.handle.info,
+                             sum(req.transfer.get("shipped", {}).values()),
+                             sum(req.transfer.get("cached", {}).values()))
+
+    def on_sent() -> None:
+        if view is not None:
+            view.step("running")
+
+    return {"on_checkout": on_checkout, "on_sent": on_sent}
 
 
-def _drain(q: queue.SimpleQueue[Any], until: float | None = None,
-           status: WaitStatus | None = None) -> bool:
+def returned(view: Any, done: Done) -> None:
+    """The runner's answer arrived: say how much came back, and that merging starts."""
+    if view is None:
+        return
+    nbytes = sum(p.nbytes for p in done.names.values())
+    if done.value is not None:
+        nbytes += done.value.nbytes
+    view.step("returning", returned_bytes=nbytes, remote_seconds=done.elapsed)
+    view.step("merging")
+
+
+def outcome(view: Any, exc: BaseException | None) -> None:
+    """Close ``view``: done, cancelled (an interrupt) or failed with the reason."""
+    if view is None:
+        return
+    if exc is None:
+        view.finish("done")
+    elif isinstance(exc, (KeyboardInterrupt, concurrent.futures.CancelledError)):
+        view.finish("cancelled", str(exc) or "interrupted")
+    else:
+        view.finish("failed", f"{type(exc).__name__}: {exc}")
+
+
+def _drain(q: queue.SimpleQueue[Any], until: float | None = None) -> bool:
     """Render queued outputs until the task is done (True) or ``until`` passes (False)."""
     while True:
         wait = 0.25 if until is None else max(0.0, min(0.25, until - time.monotonic()))
-        if status is not None:
-            status.tick()
         try:
             item = q.get(timeout=wait)
         except queue.Empty:
@@ -186,17 +182,38 @@ def _drain(q: queue.SimpleQueue[Any], until: float | None = None,
 
 def run_foreground(shell: Any, req: CellRequest) -> Any:
     """Run the cell, streaming its output into the current cell; return its value."""
+    from jupyter_flame.widgets.cell_view import interrupt_main
+
+    draining = threading.Event()
+
+    def cancel() -> None:  # the view's Cancel: what the kernel's stop button does
+        if draining.is_set():
+            interrupt_main()
+
+    view = make_view(req, on_cancel=cancel)
+    try:
+        value = _run_foreground(shell, req, view, draining)
+    except BaseException as exc:
+        outcome(view, exc)
+        raise
+    outcome(view, None)
+    return value
+
+
+def _run_foreground(shell: Any, req: CellRequest, view: Any, draining: threading.Event) -> Any:
     q: queue.SimpleQueue[Any] = queue.SimpleQueue()
     fut = req.pool.dispatch(req.make_message, on_output=q.put, timeout=req.timeout,
-                            on_checkout=req.on_checkout)
+                            **track(req, view))
     fut.add_done_callback(lambda f: q.put(_DONE))
-    waiting = WaitStatus(req)
+    draining.set()
     try:
-        _drain(q, status=waiting)
-        waiting.tick()  # a cell that finished before the next tick still says who took it
+        _drain(q)
     except KeyboardInterrupt:
         _interrupt(req, fut, q)
+    finally:
+        draining.clear()
     link, done = fut.result()
+    returned(view, done)
     return merge(shell, req, link, done)
 
 

@@ -157,10 +157,12 @@ def _to_entry(item: Output) -> dict[str, Any] | None:
 
 def run_background(shell: Any, req: Any) -> FlameJob:
     """Start ``req`` (a :class:`~jupyter_flame.notebook.cell.CellRequest`) and return at once."""
-    from jupyter_flame.notebook.cell import merge
+    from jupyter_flame.notebook.cell import make_view, merge, outcome, returned, track
 
     job = FlameJob(len(_jobs) + 1, req.pool.name)
     _jobs.append(job)
+    view = make_view(req, background=True, on_cancel=job.cancel)
+    hooks = track(req, view)
     area = _OutputArea()
     job.area = area
     area.show()
@@ -175,11 +177,11 @@ def run_background(shell: Any, req: Any) -> FlameJob:
             area.add(entry)
 
     def on_checkout(link: Any, task: int) -> None:
-        req.on_checkout(link, task)
+        hooks["on_checkout"](link, task)
         job.runner = link.id
 
     inner = req.pool.dispatch(req.make_message, on_output=on_output, timeout=req.timeout,
-                              on_checkout=on_checkout)
+                              on_checkout=on_checkout, on_sent=hooks["on_sent"])
 
     def cancel() -> None:
         if req.link is not None and req.task is not None:
@@ -193,6 +195,7 @@ def run_background(shell: Any, req: Any) -> FlameJob:
         job.finished = time.time()
         try:
             link, done = f.result()
+            returned(view, done)
             value = merge(shell, req, link, done, protect=protect)
             job.names = sorted(done.names)
             job.conflicts = dict(req.conflicts)
@@ -202,7 +205,9 @@ def run_background(shell: Any, req: Any) -> FlameJob:
                           f"jupyter-flame: kept the notebook's {names} (changed while this "
                           f"cell ran); the runner's values are in job.conflicts.\n"})
             job._future.set_result(value)
+            outcome(view, None)
         except BaseException as exc:  # noqa: BLE001
+            outcome(view, exc)
             tb = getattr(exc, "remote_traceback", None) or [f"{type(exc).__name__}: {exc}"]
             area.add({"output_type": "error", "ename": type(exc).__name__,
                       "evalue": str(exc), "traceback": list(tb)})

@@ -45,8 +45,8 @@ class Booting(PoolState):
 
     def _on_event(self, event: LifecycleEvent) -> None:
         slot = self.slots.get(event.runner_id)
-        if slot is None or event.pool != self.name:
-            return
+        if slot is None or event.pool != self.name or event.phase in ("stats", "busy", "idle"):
+            return  # heartbeat readings and load changes are not news about the runner's life
         slot.last_event = event
 
     def _start_boot(self) -> None:
@@ -112,7 +112,7 @@ class Booting(PoolState):
             await self._discard(slot)
             return
         link = RunnerLink(channel, handle, on_idle_request=self._idle_request,
-                          on_lost=self._lost)
+                          on_lost=self._lost, on_stats=self._stats)
         try:
             await link.start(self._configure(slot.id))
         except Exception as exc:

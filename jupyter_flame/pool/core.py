@@ -177,7 +177,7 @@ class PoolCore(Booting, Retirement):
     # -- running tasks -----------------------------------------------------------------------
     async def run(self, make_msg: MessageFactory, on_output: OutputCallback | None,
                   timeout: float | None, on_checkout: Callable[[RunnerLink, int], None] | None = None,
-                  ) -> tuple[RunnerLink, Done]:
+                  on_sent: Callable[[], None] | None = None) -> tuple[RunnerLink, Done]:
         """Check out a runner, run one task on it (with one retry after a cache miss).
 
         A task its caller gives up on (cancelled, or past ``timeout``) is interrupted on the
@@ -195,7 +195,7 @@ class PoolCore(Booting, Retirement):
                     on_checkout(link, task)
                 remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
-                    done = await asyncio.wait_for(link.run(msg, on_output), remaining)
+                    done = await asyncio.wait_for(link.run(msg, on_output, on_sent), remaining)
                 except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
                     abandoned = True
                     self.give_up(link, task)
@@ -233,6 +233,13 @@ class PoolCore(Booting, Retirement):
         live = [s for s in self.slots.values() if s.state == "live"]
         booting = sum(1 for s in self.slots.values() if s.state == "booting")
         busy = sum(s.load for s in live)
-        return (f"{len(live)} runner(s) live with {busy} of "
+        text = (f"{len(live)} runner(s) live with {busy} of "
                 f"{len(live) * self.options.max_concurrency} slots busy, {booting} booting, "
                 f"max={self.options.max}, max_concurrency={self.options.max_concurrency}")
+        for slot in self.slots.values():  # why a booting runner is not up yet, in its words
+            ev = slot.last_event
+            if slot.state == "booting" and ev is not None and (ev.reason or ev.message):
+                text += f"; runner {slot.id} {ev.phase}"
+                text += f" ({ev.reason})" if ev.reason else ""
+                text += f": {ev.message}" if ev.message else ""
+        return text

@@ -65,6 +65,7 @@ class RunnerLink:
         *,
         on_idle_request: Callable[[RunnerLink, float], bool] | None = None,
         on_lost: Callable[[RunnerLink, RunnerLostError], None] | None = None,
+        on_stats: Callable[[RunnerLink, dict[str, Any]], None] | None = None,
     ) -> None:
         self.channel = channel
         self.handle = handle
@@ -72,6 +73,9 @@ class RunnerLink:
         self.pool = handle.pool
         self.on_idle_request = on_idle_request
         self.on_lost = on_lost
+        self.on_stats = on_stats
+        #: the runner's last resource readings (``Pong.stats``): cpu_percent, rss, gpus
+        self.stats: dict[str, Any] = {}
         self.config: Configure | None = None
         self.load = 0
         self.last_used = time.monotonic()
@@ -109,8 +113,10 @@ class RunnerLink:
     def new_task_id(self) -> int:
         return next(self._ids)
 
-    async def run(self, msg: Execute | Call, on_output: OutputCallback | None = None) -> Done:
-        """Send one task and wait for its :class:`Done`; outputs go to ``on_output``."""
+    async def run(self, msg: Execute | Call, on_output: OutputCallback | None = None,
+                  on_sent: Callable[[], None] | None = None) -> Done:
+        """Send one task and wait for its :class:`Done`; outputs go to ``on_output``;
+        ``on_sent`` is told once the message is on the wire."""
         if self.lost.done():
             raise self.lost.result()
         fut: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
@@ -122,6 +128,8 @@ class RunnerLink:
             self._pending.pop(msg.task, None)
             err = await self.lose(exc)
             raise err from exc
+        if on_sent is not None:
+            on_sent()
         try:
             # shielded: if the caller gives up (cancel, timeout) the task still runs on the
             # runner, and its entry stays until settle() collects the Done
@@ -193,6 +201,10 @@ class RunnerLink:
                 entry[0].set_result(msg)
         elif isinstance(msg, Pong):
             self.last_rtt = time.monotonic() - msg.sent
+            if msg.stats:
+                self.stats = msg.stats
+                if self.on_stats is not None:
+                    self.on_stats(self, msg.stats)
         elif isinstance(msg, IdleRequest):
             ok = False
             if self.on_idle_request is not None and not self._pending:

@@ -269,17 +269,36 @@ class Pool(FlameConfigurable, concurrent.futures.Executor):
     def dispatch(self, make_message: MessageFactory, *,
                  on_output: OutputCallback | None = None, timeout: float | None = None,
                  on_checkout: Callable[[RunnerLink, int], None] | None = None,
+                 on_sent: Callable[[], None] | None = None,
                  ) -> concurrent.futures.Future[tuple[RunnerLink, Done]]:
         """Check out a runner and run one task message on it (how ``%%flame`` cells travel).
 
         ``make_message(link, task)`` builds the message once a runner is checked out (so it can
         leave out values that runner already holds); ``on_output`` gets each streamed output on
-        the flame loop; ``on_checkout(link, task)`` is told which runner took the task. The
+        the flame loop; ``on_checkout(link, task)`` is told which runner took the task and
+        ``on_sent()`` when the task is on the wire (both on the flame loop). The
         future resolves to the runner's link and its ``Done`` reply; cancelling it before
         checkout leaves the queue.
         """
         return _loop.submit(self._live.run(make_message, on_output, timeout,
-                                           on_checkout=on_checkout))
+                                           on_checkout=on_checkout, on_sent=on_sent))
+
+    def waiting(self) -> int:
+        """How many cells and calls wait for a runner now (any thread; a cheap read)."""
+        core = self._core
+        return len(core.waiters) if core is not None else 0
+
+    def terminate_runner(self, runner_id: str) -> None:
+        """Stop one runner now (the dashboard's Terminate); what it runs fails with
+        ``RunnerLostError``; the pool refills to ``min``. Unknown ids raise ``KeyError``."""
+        def find() -> Any:
+            slot = self._live.slots.get(runner_id)
+            if slot is None or slot.link is None:
+                raise KeyError(f"Pool {self.name!r} has no live runner {runner_id!r}")
+            return slot.link
+
+        link = _loop.run_sync(_as_coro(find))
+        self.kill_runner(link)
 
     def interrupt(self, link: RunnerLink, task: int) -> concurrent.futures.Future[Any]:
         """Interrupt ``task`` on its runner (Ctrl-C of a cell; the runner raises
@@ -314,6 +333,8 @@ class Pool(FlameConfigurable, concurrent.futures.Executor):
             return snapshot(self._live, name=str(self.name), backend=self.backend.name,
                             spec=spec or "default", last_transfer=self.last_transfer)
 
+        if _loop.in_loop_thread():  # a widget refreshing on the flame loop
+            return take()
         result: PoolStatus = _loop.run_sync(_as_coro(take))
         return result
 

@@ -121,6 +121,10 @@ class PoolState:
     def _idle_request(self, link: RunnerLink, idle_for: float) -> bool:
         raise NotImplementedError
 
+    def _stats(self, link: RunnerLink, stats: dict[str, Any]) -> None:
+        """A heartbeat brought the runner's resource use: tell the widgets (phase unchanged)."""
+        self.backend.emit(link.handle, "stats", **stats)
+
     def _lost(self, link: RunnerLink, err: RunnerLostError) -> None:
         raise NotImplementedError
 

@@ -42,6 +42,13 @@ class RunnerStatus(TypedDict):
     boot_seconds: float | None
     reason: str
     message: str
+    #: requested cpu/memory/GPUs (``{"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": "1"}``)
+    resources: dict[str, str]
+    #: the runner's last heartbeat readings (``None`` before the first)
+    cpu_percent: float | None
+    rss: int | None
+    #: NVML readings per GPU: index, util_percent, memory_used, memory_total
+    gpu_stats: list[dict[str, Any]]
 
 
 class PoolStatus(TypedDict):
@@ -70,6 +77,18 @@ class PoolStatus(TypedDict):
     last_transfer: dict[str, dict[str, int]] | None
 
 
+def requested_resources(info: dict[str, Any]) -> dict[str, str]:
+    """What a runner asked for: a pod's container requests (limits where no request), or a
+    local runner's GPUs."""
+    res = info.get("resources") or {}
+    out = {str(k): str(v) for k, v in (res.get("limits") or {}).items()}
+    out.update({str(k): str(v) for k, v in (res.get("requests") or {}).items()})
+    gpus = info.get("gpus")
+    if gpus and not any(k.endswith("/gpu") for k in out):
+        out["gpu"] = str(len(gpus) if isinstance(gpus, (list, tuple)) else gpus)
+    return out
+
+
 def snapshot(core: PoolCore, *, name: str, backend: str, spec: str,
              last_transfer: dict[str, dict[str, int]] | None) -> PoolStatus:
     """The status of ``core`` now (call it on the flame loop)."""
@@ -84,6 +103,7 @@ def snapshot(core: PoolCore, *, name: str, backend: str, spec: str,
         if link is not None and link.load == 0 and o.idle_shutdown_after is not None:
             idle_left = max(0.0, o.idle_shutdown_after - (mono - link.last_used))
         ev = slot.last_event
+        stats = link.stats if link is not None else {}
         runners.append(RunnerStatus({
             "id": slot.id,
             "state": slot.state,
@@ -103,6 +123,10 @@ def snapshot(core: PoolCore, *, name: str, backend: str, spec: str,
             "boot_seconds": info.get("boot_seconds"),
             "reason": ev.reason if ev is not None else "",
             "message": ev.message if ev is not None else "",
+            "resources": requested_resources(info),
+            "cpu_percent": stats.get("cpu_percent"),
+            "rss": stats.get("rss"),
+            "gpu_stats": list(stats.get("gpus") or []),
         }))
     return PoolStatus({
         "name": name,

@@ -39,6 +39,7 @@ from jupyter_flame.channel.protocol import (
     Stream,
 )
 from jupyter_flame.errors import ChannelClosedError
+from jupyter_flame.runner.stats import Stats
 from jupyter_flame.runner.env import Fatal as _Fatal
 from jupyter_flame.runner.env import RunnerEnv
 from jupyter_flame.runner.env import log as _log
@@ -89,6 +90,7 @@ class Runner(TaskScheduling):
         self._last_frame = time.monotonic()
         self._last_activity = time.monotonic()
         self._idle_pending = False
+        self._stats = Stats()
         self._stopping = False
         self._exit_lock = threading.Lock()
         self._exiting = False
@@ -291,7 +293,7 @@ class Runner(TaskScheduling):
         if isinstance(msg, (Execute, Call)):
             self._submit(msg)
         elif isinstance(msg, Ping):
-            self._enqueue(Pong(msg.sent))
+            self._enqueue(Pong(msg.sent, self._stats.sample()))
         elif isinstance(msg, Interrupt):
             self._interrupt(msg.task)
         elif isinstance(msg, Configure):
