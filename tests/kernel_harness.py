@@ -55,6 +55,12 @@ class CellResult:
     def displays(self) -> list[dict[str, Any]]:
         return [o.content for o in self.outputs if o.kind in ("display_data", "update_display_data")]
 
+    @property
+    def text(self) -> str:
+        """What a plain-text frontend shows: stdout and each display's ``text/plain``."""
+        shown = [d["data"].get("text/plain", "") for d in self.displays()]
+        return "\n".join([self.stdout, *shown])
+
     def traceback_text(self) -> str:
         err = self.error
         return "\n".join(err["traceback"]) if err else ""
@@ -66,7 +72,8 @@ class Kernel:
     def __init__(self, cwd: Path | None = None, env: dict[str, str] | None = None,
                  load: bool = True, arguments: list[str] | None = None) -> None:
         self.km = KernelManager(kernel_name="python3")
-        #: every comm message seen on IOPub while collecting cells (what a browser receives)
+        #: every comm and display message seen on IOPub while collecting cells, in order (what
+        #: a browser receives, whichever thread of the kernel sent it)
         self.comm_log: list[dict[str, Any]] = []
         kenv = dict(os.environ)
         kenv.update(env or {})
@@ -106,8 +113,9 @@ class Kernel:
                 msg = self.kc.get_iopub_msg(timeout=min(remaining, 1.0))
             except queue.Empty:
                 continue
-            if msg["msg_type"] in ("comm_open", "comm_msg", "comm_close"):
-                self.comm_log.append(msg)  # widget traffic, whichever thread sent it
+            if msg["msg_type"] in ("comm_open", "comm_msg", "comm_close", "display_data",
+                                   "update_display_data"):
+                self.comm_log.append(msg)  # what the views show, whichever thread sent it
             if msg["parent_header"].get("msg_id") != msg_id:
                 continue
             kind = msg["msg_type"]

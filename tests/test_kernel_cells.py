@@ -287,7 +287,7 @@ def test_incremental_shipping(kernel: Kernel) -> None:
     assert "arr" in third["shipped"]
     assert kernel.value("total") == 16 * 2**20 // 8 + 4
     status = kernel.run("%flame status")
-    assert "last cell shipped: arr" in status.stdout
+    assert "last cell shipped: arr" in status.text
 
 
 def test_large_variable_warns_before_sending(kernel: Kernel) -> None:
@@ -323,12 +323,12 @@ def test_status_pool_and_shutdown_commands(kernel: Kernel) -> None:
     res = kernel.run("%flame pool crew --max 2 --max-concurrency 2 --idle-shutdown-after 60")
     assert res.status == "ok", res.traceback_text()
     assert kernel.run("%%flame --pool crew\nz = 1\n").status == "ok"
-    status = kernel.run("%flame status").stdout
+    status = kernel.run("%flame status").text
     assert "Pool 'crew'" in status and "max=2 max_concurrency=2" in status
     assert kernel.run("%flame pool crew --max 3").status == "ok"
-    assert "max=3" in kernel.run("%flame status").stdout
+    assert "max=3" in kernel.run("%flame status").text
     assert kernel.run("%flame shutdown crew").status == "ok"
-    assert "Pool 'crew'" not in kernel.run("%flame status").stdout
+    assert "Pool 'crew'" not in kernel.run("%flame status").text
     bad = kernel.run("%flame pool crew2 --max 0")
     assert bad.status == "error" and "--max '0'" in bad.traceback_text()
 

@@ -88,7 +88,7 @@ def test_a_cell_can_use_a_third_party_backend(tmp_path: Path) -> None:
     try:
         res = k.run("%%flame --backend elsewhere\nimport os\nx = os.getpid()\n")
         assert res.status == "ok", res.traceback_text()
-        status = k.run("%flame status").stdout
+        status = k.run("%flame status").text
         assert "[elsewhere;" in status
     finally:
         k.shutdown()

@@ -9,12 +9,17 @@ _BOLD = re.compile(r'flame-step-(\w+)" style="font-weight:bold')
 
 
 def html_values(comm_log: list[dict[str, Any]]) -> list[str]:
-    """Every value the cell views' HTML models took, in order (opens and updates)."""
+    """Every HTML the cell views showed, in order: their widget models' values (opens and
+    updates) and their display outputs' ``text/html`` (before the widget, or without one)."""
     out = []
     for msg in comm_log:
         data = msg["content"].get("data", {})
-        state = data.get("state", {})
-        value = state.get("value")
+        if msg["msg_type"] in ("display_data", "update_display_data"):
+            value = data.get("text/html")
+            if "application/vnd.jupyter.widget-view+json" in data and len(out):
+                continue  # the same state as the widget's model
+        else:
+            value = data.get("state", {}).get("value")
         if isinstance(value, str) and "flame-cell" in value:
             out.append(value)
     return out
@@ -50,3 +55,16 @@ def click(kc: Any, comm_id: str) -> None:
     msg = kc.session.msg("comm_msg", {"comm_id": comm_id,
                                       "data": {"method": "custom", "content": {"event": "click"}}})
     kc.shell_channel.send(msg)
+
+
+def models(comm_log: list[dict[str, Any]], model: str) -> list[tuple[str, dict[str, Any]]]:
+    """(comm id, opening state) of every widget of ``model`` (e.g. ``ButtonModel``)."""
+    return [(m["content"]["comm_id"], m["content"]["data"]["state"]) for m in comm_log
+            if m["msg_type"] == "comm_open"
+            and m["content"]["data"].get("state", {}).get("_model_name") == model]
+
+
+def set_state(kc: Any, comm_id: str, **state: Any) -> None:
+    """Change a widget's value as the browser does (an ``update`` comm message)."""
+    kc.shell_channel.send(kc.session.msg("comm_msg", {
+        "comm_id": comm_id, "data": {"method": "update", "state": state, "buffer_paths": []}}))

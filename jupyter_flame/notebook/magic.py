@@ -41,6 +41,12 @@ def _help() -> str:
     return (cell_parser().format_help() + _LINE_HELP + "\n" + pool_parser().format_help())
 
 
+def _pool_bundle(pool: Any) -> Any:
+    from jupyter_flame.widgets.dashboard import pool_bundle
+
+    return pool_bundle(pool)
+
+
 @magics_class
 class FlameMagics(Magics):
     """Run cells on FLAME runners: the ``%%flame`` cell magic and the ``%flame`` commands."""
@@ -56,13 +62,16 @@ class FlameMagics(Magics):
     warn_bytes = Int(1 << 30, help=(
         "Warn (LargeTransferWarning) before a cell sends a variable at least this large, in "
         "bytes.")).tag(config=True)
-    quiet = Bool(False, help="No text status in cells, as if every cell had --quiet."
+    quiet = Bool(False, help="No lifecycle view under cells, as if every cell had --quiet."
                  ).tag(config=True)
 
     def __init__(self, shell: Any = None, **kwargs: Any) -> None:
         if shell is not None and getattr(shell, "config", None) is not None:
             check_values(type(self), shell.config, kwargs)
         super().__init__(shell, **kwargs)  # type: ignore[no-untyped-call]
+        from jupyter_flame.pool.registry import set_display_hook
+
+        set_display_hook(_pool_bundle)  # displaying a Pool shows its live dashboard
 
     @validate("default_backend")
     def _known_backend(self, proposal: Any) -> Any:
@@ -174,10 +183,23 @@ class FlameMagics(Magics):
         print(config_text(self))
 
     def _status(self) -> None:
+        """The live dashboard of every pool where widgets render; text/html or text else."""
+        from IPython.display import display
+
         from jupyter_flame.pool.pool import all_pools
         from jupyter_flame.pool.status import render_text
+        from jupyter_flame.pool.status_html import render_html
+        from jupyter_flame.widgets.cell_view import widgets_enabled
 
-        print(render_text(p.status() for p in all_pools()))
+        if getattr(self.shell, "kernel", None) is None:
+            print(render_text(p.status() for p in all_pools()))
+        elif widgets_enabled():
+            from jupyter_flame.widgets.dashboard import PoolDashboard
+
+            display(PoolDashboard())
+        else:
+            sts = [p.status() for p in all_pools()]
+            display({"text/plain": render_text(sts), "text/html": render_html(sts)}, raw=True)
 
     def _pool(self, args: list[str]) -> Any:
         from jupyter_flame.pool.pool import Pool, all_pools

@@ -346,6 +346,21 @@ class Pool(FlameConfigurable, concurrent.futures.Executor):
         return (f"<Pool {self.name!r} backend={self.backend.name} min={o.min} max={o.max} "
                 f"max_concurrency={o.max_concurrency} {state}>")
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """A live dashboard where widgets render (after ``%load_ext jupyter_flame``); a
+        table as ``text/html`` and the text dashboard elsewhere."""
+        from jupyter_flame.pool.registry import display_hook
+        from jupyter_flame.pool.status_html import render_html
+
+        if self._core is None:
+            return {"text/plain": repr(self)}
+        hook = display_hook()
+        bundle = hook(self) if hook is not None else None
+        if bundle:
+            return dict(bundle)
+        st = [self.status()]
+        return {"text/plain": render_text(st), "text/html": render_html(st)}
+
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(render_text([self.status()]))
 

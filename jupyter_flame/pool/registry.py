@@ -37,6 +37,17 @@ _registry: dict[str | None, Registered] = {}
 _lock = threading.Lock()
 _names = itertools.count(1)
 _exit_hook_installed = False
+_display_hook: list[Any] = []  # what a notebook shows for a Pool (set by the magic's loading)
+
+
+def set_display_hook(hook: Any) -> None:
+    """``hook(pool)`` -> a mimebundle (or ``None``) for displaying a pool: the widgets
+    register their live dashboard here, so the pool need not import them."""
+    _display_hook[:] = [hook]
+
+
+def display_hook() -> Any:
+    return _display_hook[0] if _display_hook else None
 
 
 def register(pool: Registered, name: str | None) -> str:

@@ -39,12 +39,12 @@ from jupyter_flame.channel.protocol import (
     Stream,
 )
 from jupyter_flame.errors import ChannelClosedError
-from jupyter_flame.runner.stats import Stats
 from jupyter_flame.runner.env import Fatal as _Fatal
 from jupyter_flame.runner.env import RunnerEnv
 from jupyter_flame.runner.env import log as _log
 from jupyter_flame.runner.jobs import Job
 from jupyter_flame.runner.process_group import kill_children
+from jupyter_flame.runner.stats import Stats
 from jupyter_flame.runner.tasks import TaskScheduling
 
 __all__ = ["Runner"]

@@ -3,9 +3,11 @@
 One display output, shown before the cell's own outputs and updated in place (so it never
 interleaves with them). Three forms, chosen by where the cell runs:
 
-* a Jupyter frontend with widgets: an ipywidgets ``VBox`` (an ``HTML`` line of phase chips and
-  what happens now, and a Cancel button); the display's ``text/plain`` and ``text/html`` are
-  kept current too, so a saved notebook, nbconvert or GitHub show the final state;
+* a Jupyter frontend with widgets: the output starts as HTML and, once the cell has taken
+  ``UPGRADE_AFTER`` (0.25 s), becomes an ipywidgets ``VBox`` (an ``HTML`` line of phase chips
+  and what happens now, and a Cancel button); a quick cell never pays for widget models. The
+  display's ``text/plain`` and ``text/html`` are kept current too, so a saved notebook,
+  nbconvert or GitHub show the final state;
 * a kernel with widgets turned off (``JUPYTER_FLAME_WIDGETS=0``, for CI and docs builds, or no
   ipywidgets installed): the same display with ``text/plain`` and ``text/html`` only;
 * terminal IPython: one progress line on stderr per change of phase.
@@ -35,6 +37,8 @@ __all__ = ["CellView", "widgets_enabled"]
 log = logging.getLogger("jupyter_flame.widgets")
 
 ENV = "JUPYTER_FLAME_WIDGETS"
+#: seconds a cell runs before its HTML output becomes the live widget
+UPGRADE_AFTER = 0.25
 _previous: list[CellView] = []  # finished views whose widgets are still open (at most one)
 _lock = threading.Lock()
 
@@ -53,7 +57,7 @@ def widgets_enabled() -> bool:
 
 def _in_kernel() -> bool:
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
     except ImportError:  # pragma: no cover
         return False
     shell = get_ipython()
@@ -84,8 +88,7 @@ class CellView:
         self._closed = False
         self._throttle = Throttle(self._refresh, interval)
         self._unsubscribe: Callable[[], None] | None = pool.backend.subscribe(self._on_event)
-        if self.mode == "widget":
-            self._build()
+        self._state = threading.Lock()  # building the widgets vs finishing
 
     # -- what the cell tells it ----------------------------------------------------------------
     def show(self) -> None:
@@ -97,6 +100,21 @@ class CellView:
         from IPython.display import display
 
         self._handle = display(self._bundle(), raw=True, display_id=True)
+        if self.mode == "widget":  # a quick cell needs no widget: HTML says it all
+            self._throttle.later(UPGRADE_AFTER, self._upgrade)
+
+    def _upgrade(self) -> None:
+        """Still going: turn the HTML output into the live widget, with its Cancel button."""
+        with self._state:
+            if self._closed or self.widget is not None:
+                return
+            try:
+                self._build()
+            except Exception:
+                log.exception("building the cell widget failed")
+                return
+        if self._handle is not None:
+            self._handle.update(self._bundle(), raw=True)
 
     def step(self, name: str, **info: Any) -> None:
         """The cell reached ``name`` (shipping, running, returning, merging); any thread."""
@@ -112,22 +130,23 @@ class CellView:
     def finish(self, outcome: str, error: str = "") -> None:
         """The cell is over (``done``, ``failed`` or ``cancelled``): final render, release
         listeners, close the previous finished cell's widgets."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._state:
+            if self._closed:
+                return
+            self._closed = True
         self.progress.enter(outcome, error=error)
         self._throttle.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        self._refresh()
         if self.button is not None:
-            _close(self.button)
-            self.widget.children = (self._html,)
             with _lock:
                 old, _previous[:] = list(_previous), [self]
-            for view in old:
+            for view in old:  # before our final render, which then comes last
                 view.retire()
+            _close(self.button)
+            self.widget.children = (self._html,)
+        self._refresh()
 
     def retire(self) -> None:
         """Close this finished view's widgets; its output keeps the final HTML."""
@@ -177,7 +196,7 @@ class CellView:
                     if line != self._last_line:
                         print(line, file=sys.stderr, flush=True)
                 self._last_line = line
-            elif self.mode == "html":
+            elif self.mode == "html" or self._html is None:  # widgets off, or not built yet
                 if self._handle is not None:
                     self._handle.update(self._fallback(), raw=True)
             elif self._html is not None:
@@ -232,23 +251,33 @@ def route_to_cancel_lane(button: Any) -> None:
     """Let the button's clicks through while the kernel's main thread runs a cell.
 
     Widget messages queue behind the running cell. ipykernel 7 runs subshells in their own
-    threads and routes a comm's messages to the subshell its ``_reply_subshell_id`` names, so
-    the Cancel buttons' comms are routed to one subshell of ours, whose thread handles the
-    click while the main thread waits for the runner. On older kernels the click is handled
-    after the cell (the stop button still works).
+    threads and routes a comm's messages to the subshell its ``_reply_subshell_for`` names, so
+    the Cancel buttons' (and the dashboard controls') comms are routed to one subshell of
+    ours, whose thread handles the click while the main thread waits for the runner. (The
+    comm's own choice, the subshell that last sent on it, would move with every update the
+    kernel sends from a cell; ours stays put.) On older kernels the click is handled after the
+    cell (the stop button still works).
     """
     comm = getattr(button, "comm", None)
     sid = _cancel_subshell()
     if comm is not None and sid is not None:
-        comm._reply_subshell_id = sid
+        comm._reply_subshell_for = lambda _data, _default: sid
+
+
+_lane_lock = threading.Lock()
 
 
 def _cancel_subshell() -> str | None:
+    with _lane_lock:  # made once; callers meanwhile wait for it rather than go without
+        return _make_cancel_subshell()
+
+
+def _make_cancel_subshell() -> str | None:
     if "id" in _lane:
         return _lane["id"]  # type: ignore[no-any-return]
     _lane["id"] = None
     try:
-        from IPython import get_ipython
+        from IPython.core.getipython import get_ipython
 
         kernel = getattr(get_ipython(), "kernel", None)
         if kernel is None or not getattr(kernel, "_supports_kernel_subshells", False):

@@ -144,8 +144,6 @@ class CellProgress:
             parts.append(f"pod {w['pod']}")
         elif w.get("pid"):
             parts.append(f"process {w['pid']}")
-        if self.runner and not parts:
-            parts.append(f"runner {self.runner}")
         if w.get("node"):
             parts.append(f"on {w['node']}")
         res = w.get("resources") or {}

@@ -45,6 +45,14 @@ class Throttle:
         if not self._stopped:
             self._loop.call_soon_threadsafe(self._loop.call_later, seconds, self.poke)
 
+    def later(self, seconds: float, fn: Callable[[], Any]) -> None:
+        """Call ``fn`` on the flame loop in ``seconds`` unless stopped by then (any thread)."""
+        def fire() -> None:
+            if not self._stopped:
+                fn()
+
+        self._loop.call_soon_threadsafe(self._loop.call_later, seconds, fire)
+
     def _arm(self) -> None:
         delay = max(0.0, self._last + self.interval - time.monotonic())
         self._timer = self._loop.call_later(delay, self._fire)
