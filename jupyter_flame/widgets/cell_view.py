@@ -214,7 +214,7 @@ class CellView:
         self._html = w.HTML(render_html(self.progress))
         self.button = w.Button(description="Cancel", icon="stop", button_style="warning",
                                tooltip="Interrupt this cell on its runner",
-                               layout=w.Layout(width="auto"))
+                               layout=w.Layout(width="110px"))
         self.button.add_class("flame-cancel")
         self.button.on_click(lambda _b: self.cancel())
         self.widget = w.VBox([self._html, self.button])
