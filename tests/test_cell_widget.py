@@ -132,8 +132,8 @@ def test_no_growth_in_listeners_or_comms(kernel: Kernel) -> None:
              "len(get_ipython().kernel.comm_manager.comms))))")
     res = kernel.run(probe)
     subs0, comms0 = eval(res.stdout.strip())
-    for i in range(30):  # some quick, some long enough for the widget
-        code = "%%flame --pool wphase\nimport time\ntime.sleep(0.3)" if i % 3 == 0 else \
+    for i in range(200):  # most quick, some long enough for the widget
+        code = "%%flame --pool wphase\nimport time\ntime.sleep(0.3)" if i % 20 == 0 else \
             "%%flame --pool wphase\n1"
         assert kernel.run(code).status == "ok"
     subs1, comms1 = eval(kernel.run(probe).stdout.strip())

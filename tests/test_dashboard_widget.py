@@ -52,6 +52,11 @@ def test_status_dashboard_lists_runners_live_and_its_controls_act(kernel: Kernel
     final = _dashboard_html(kernel)[-1]
     assert "1 runner(s) (0 busy)" in final and "pid " in final and "idle 0/1" in final
 
+    # a --bg cell keeps the runner busy: the dashboard shows what it runs
+    assert kernel.run("%%flame --pool dash --bg\nimport time\ntime.sleep(1.5)").status == "ok"
+    assert _until(lambda: kernel.run("1") is not None and "cell: import time" in
+                  _dashboard_html(kernel)[-1] and "busy 1/1" in _dashboard_html(kernel)[-1])
+
     ints = {state["description"]: cid for cid, state in models(kernel.comm_log,
                                                                "BoundedIntTextModel")}
     buttons = {state["description"]: cid for cid, state in models(kernel.comm_log,

@@ -42,6 +42,17 @@ OutputCallback = Callable[[Output], None]
 __all__ = ["RunnerLink"]
 
 
+def task_label(msg: Execute | Call) -> str:
+    """A short name for a task: a cell's first line of code, or ``call``."""
+    if isinstance(msg, Execute):
+        for line in msg.source.splitlines():
+            line = line.strip()
+            if line and not line.startswith(("#", "%%")):
+                return "cell: " + (line if len(line) <= 48 else line[:47] + "\u2026")
+        return "cell"
+    return "call"
+
+
 class RunnerLink:
     """One connected runner, seen from the kernel.
 
@@ -76,6 +87,8 @@ class RunnerLink:
         self.on_stats = on_stats
         #: the runner's last resource readings (``Pong.stats``): cpu_percent, rss, gpus
         self.stats: dict[str, Any] = {}
+        #: what each task in flight is, for the dashboards (``cell: <first line>`` or ``call``)
+        self.labels: dict[int, str] = {}
         self.config: Configure | None = None
         self.load = 0
         self.last_used = time.monotonic()
@@ -121,6 +134,7 @@ class RunnerLink:
             raise self.lost.result()
         fut: asyncio.Future[Done] = asyncio.get_running_loop().create_future()
         self._pending[msg.task] = (fut, on_output)
+        self.labels[msg.task] = task_label(msg)
         self.baton.take()  # the loop reads the reply (once a thread reading lets go)
         try:
             await self.channel.send(msg)
@@ -137,6 +151,7 @@ class RunnerLink:
         finally:
             if fut.done():
                 self._pending.pop(msg.task, None)
+                self.labels.pop(msg.task, None)
             self.last_used = time.monotonic()
 
     async def settle(self, task: int, grace: float) -> bool:
@@ -153,6 +168,7 @@ class RunnerLink:
             return True
         finally:
             self._pending.pop(task, None)
+            self.labels.pop(task, None)
 
     async def interrupt(self, task: int) -> None:
         if self.alive:

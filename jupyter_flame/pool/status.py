@@ -49,6 +49,8 @@ class RunnerStatus(TypedDict):
     rss: int | None
     #: NVML readings per GPU: index, util_percent, memory_used, memory_total
     gpu_stats: list[dict[str, Any]]
+    #: what it runs now: ``cell: <first line>`` or ``call`` per task in flight
+    running: list[str]
 
 
 class PoolStatus(TypedDict):
@@ -127,6 +129,7 @@ def snapshot(core: PoolCore, *, name: str, backend: str, spec: str,
             "cpu_percent": stats.get("cpu_percent"),
             "rss": stats.get("rss"),
             "gpu_stats": list(stats.get("gpus") or []),
+            "running": list(link.labels.values()) if link is not None else [],
         }))
     return PoolStatus({
         "name": name,

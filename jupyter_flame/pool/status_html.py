@@ -57,12 +57,12 @@ def _runner_row(r: RunnerStatus) -> str:
     cells = [esc(r["id"]), f'<span style="color:{color}">{phase}</span>', esc(where),
              esc(r["node"] or "-"), f"{r['age']:.0f} s",
              f"{busy} {r['load']}/{r['max_concurrency']}", idle, esc(res), cpu,
-             _mb(r["rss"]), esc(gpu or "-")]
+             _mb(r["rss"]), esc(gpu or "-"), esc("; ".join(r["running"]) or "-")]
     return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
 
 
 _HEAD = ("runner", "phase", "where", "node", "age", "busy", "idle left", "resources", "cpu",
-         "rss", "gpu use")
+         "rss", "gpu use", "runs")
 
 
 def render_html(statuses: Iterable[PoolStatus]) -> str:

@@ -93,7 +93,7 @@ class CellView:
     # -- what the cell tells it ----------------------------------------------------------------
     def show(self) -> None:
         """Display the view (call in the cell, before its outputs)."""
-        self.progress.queue_position = self.pool.waiting() or None
+        self.progress.queue_position = self.pool.waiting() + 1  # those ahead, and this cell
         if self.mode == "line":
             self._refresh()
             return

@@ -44,6 +44,7 @@ class CellProgress:
     boot_phase: str = ""
     reason: str = ""
     message: str = ""
+    #: cells and calls waiting for a runner of the pool, this one included
     queue_position: int | None = None
     runner: str = ""
     where: dict[str, Any] = field(default_factory=dict)  # pid/pod, node, resources, gpus
@@ -171,7 +172,7 @@ class CellProgress:
 def _now_line(p: CellProgress, now: float | None) -> str:
     now = p.clock() if now is None else now
     if p.step == "queued":
-        pos = f" (position {p.queue_position} in the queue)" if p.queue_position else ""
+        pos = f" ({p.queue_position} waiting)" if p.queue_position else ""
         return f"queued for pool {p.pool!r}{pos}"
     if p.step == "booting":
         text = "booting a runner: " + (" > ".join(p.boot_trail) or "requested")
