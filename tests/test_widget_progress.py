@@ -72,12 +72,15 @@ def test_summary_of_a_cell_that_booted_its_runner() -> None:
     p = journey([(100.2, "ev:requested", {}), (101.0, "ev:connected", {"pid": 42}),
                  (101.2, "shipping", {"runner": "r1", "sent_bytes": 1000}),
                  (101.3, "running", {}),
-                 (103.4, "returning", {"returned_bytes": 2_000_000, "remote_seconds": 2.0}),
+                 (103.4, "returning", {"returned_bytes": 2_000_000, "remote_seconds": 2.05,
+                                       "remote_timings": {"unpack": 0.02, "run": 2.0,
+                                                          "pack": 0.03}}),
                  (103.5, "merging", {}), (103.6, "done", {})])
+    # ship: 0.1 s until on the wire + 0.02 s unpacking; return: the rest of the flight
     assert p.durations() == pytest.approx(
-        {"queue": 0.2, "boot": 1.0, "transfer": 0.3, "run": 2.0, "merge": 0.1})
-    assert summary_line(p) == ("done in 3.60 s (queue 0.20, boot 1.00, transfer 0.30, run 2.00, "
-                               "merge 0.10 s); sent 1.0 kB, back 2.0 MB; process 42")
+        {"queue": 0.2, "boot": 1.0, "ship": 0.12, "run": 2.0, "return": 0.18, "merge": 0.1})
+    assert summary_line(p) == ("done in 3.60 s (queue 0.20, boot 1.00, ship 0.12, run 2.00, "
+                               "return 0.18, merge 0.10 s); sent 1.0 kB, back 2.0 MB; process 42")
     html = render_html(p)
     assert 'class="flame-cell flame-done"' in html and "done in 3.60 s" in html
 

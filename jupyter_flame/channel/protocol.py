@@ -202,7 +202,8 @@ class Done:
     a statement or with ``;``) or the return value (calls), and ``names`` holds the names the
     cell bound plus shipped values it changed in place. On failure ``error`` is set and nothing
     in ``names`` may be applied. ``cache`` is the runner's view of which shipped names it now
-    holds unchanged, with their digests. ``elapsed`` is the remote run time in seconds.
+    holds unchanged, with their digests. ``elapsed`` is the remote run time in seconds
+    (``timings`` splits it: unpacking the shipped values, running, packing the results).
     """
 
     task: int
@@ -214,3 +215,5 @@ class Done:
     error: ErrorInfo | None = None
     cache: dict[str, str] = field(default_factory=dict)
     elapsed: float = 0.0
+    #: where ``elapsed`` went on the runner (seconds): ``unpack``, ``run``, ``pack``
+    timings: dict[str, float] = field(default_factory=dict)

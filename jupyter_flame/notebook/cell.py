@@ -149,7 +149,8 @@ def returned(view: Any, done: Done) -> None:
     nbytes = sum(p.nbytes for p in done.names.values())
     if done.value is not None:
         nbytes += done.value.nbytes
-    view.step("returning", returned_bytes=nbytes, remote_seconds=done.elapsed)
+    view.step("returning", returned_bytes=nbytes, remote_seconds=done.elapsed,
+              remote_timings=dict(done.timings))
     view.step("merging")
 
 

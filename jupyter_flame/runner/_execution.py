@@ -219,6 +219,7 @@ class Executor:
                 self.cache.put(name, entry)
         except BaseException as exc:
             return fail(exc)
+        unpacked = time.perf_counter()
 
         ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins, **self._seeds}
         ns.update({name: entry.obj for name, entry in shipped.items()})
@@ -231,11 +232,14 @@ class Executor:
             return fail(exc)
         finally:
             _task_ns.reset(token)
+        ran = time.perf_counter()
         names, deleted = self._collect(ns, before, shipped)
         packed_value = self._pack_value(value) if has_value else None
+        end = time.perf_counter()
         return Done(msg.task, ok=True, value=packed_value, has_value=packed_value is not None,
-                    names=names, deleted=deleted, cache=self.cache.view(),
-                    elapsed=time.perf_counter() - start)
+                    names=names, deleted=deleted, cache=self.cache.view(), elapsed=end - start,
+                    timings={"unpack": unpacked - start, "run": ran - unpacked,
+                             "pack": end - ran})
 
     def _run_cell(self, msg: Execute, ns: dict[str, Any], job: Job) -> tuple[Any, bool]:
         source = msg.source

@@ -54,6 +54,8 @@ class CellProgress:
     cached_bytes: int = 0
     returned_bytes: int = 0
     remote_seconds: float | None = None
+    #: the runner's split of its time: unpack, run, pack (``Done.timings``)
+    remote_timings: dict[str, float] = field(default_factory=dict)
     error: str = ""
     events: list[str] = field(default_factory=list)
     log_tail: str = ""
@@ -112,7 +114,8 @@ class CellProgress:
 
     # -- where the time went -------------------------------------------------------------------
     def durations(self, now: float | None = None) -> dict[str, float]:
-        """Seconds per part: queue, boot, transfer (ship + return), run, merge."""
+        """Seconds per part: queue, boot, ship (send + the runner unpacking), run, return (the
+        runner packing + the reply; with a fresh runner also its first-task setup), merge."""
         t = self.times
         end = t.get("done", t.get("failed", t.get("cancelled", now or self.clock())))
         checkout = t.get("shipping", end)
@@ -126,9 +129,14 @@ class CellProgress:
         if "shipping" in t:
             back = t.get("merging", end)
             flight = back - checkout
-            run = self.remote_seconds if self.remote_seconds is not None else flight
-            out["transfer"] = max(0.0, flight - run)
+            rt = self.remote_timings
+            sent = t.get("running", checkout) - checkout  # until the task was on the wire
+            run = rt.get("run", self.remote_seconds if self.remote_seconds is not None
+                         else max(0.0, flight - sent))
+            ship = sent + rt.get("unpack", 0.0)  # send, then the runner unpacking it
+            out["ship"] = ship
             out["run"] = run
+            out["return"] = max(0.0, flight - ship - run)  # pack, the reply, its buffers
         if "merging" in t:
             out["merge"] = end - t["merging"]
         return out
