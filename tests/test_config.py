@@ -215,3 +215,13 @@ def test_a_bad_local_backend_option_names_it() -> None:
 
     with pytest.raises(ConfigError, match=r"LocalBackend option env=\['A'\] \(from c.LocalBackend.env"):
         LocalBackend(config=config(LocalBackend={"env": ["A"]}))
+
+
+@pytest.mark.parametrize("name", ["", "  ", "x "])
+def test_pool_refuses_an_empty_name_and_registers_nothing(name: str) -> None:
+    from jupyter_flame.pool import all_pools
+
+    before = list(all_pools())
+    with pytest.raises(ConfigError, match="is not a pool name"):
+        Pool(name)
+    assert list(all_pools()) == before

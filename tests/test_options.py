@@ -118,3 +118,14 @@ def test_pool_args(args: list[str], limits: dict[str, object]) -> None:
 def test_pool_arg_errors(args: list[str]) -> None:
     with pytest.raises(ConfigError):
         parse_pool_args(args)
+
+
+@pytest.mark.parametrize("line", ["--pool ''", "--pool ' '", "--pool ' train'"])
+def test_an_empty_or_padded_pool_name_is_refused(line: str) -> None:
+    with pytest.raises(ConfigError, match="is not a pool name"):
+        parse_cell_line(line)
+
+
+def test_pool_command_refuses_an_empty_name() -> None:
+    with pytest.raises(ConfigError, match="%flame pool NAME: '' is not a pool name"):
+        parse_pool_args([""])

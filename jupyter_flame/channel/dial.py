@@ -36,7 +36,7 @@ async def connect(
         return await asyncio.wait_for(_dial(host, port, key, rid, max_frame), timeout)
     except asyncio.TimeoutError as exc:
         raise FlameTimeoutError(
-            f"could not connect and authenticate to {host}:{port} within {timeout} s",
+            f"could not connect and authenticate to {host}:{port} within {timeout:.3g} s",
             runner=runner_id,
         ) from exc
 

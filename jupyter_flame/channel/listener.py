@@ -130,7 +130,7 @@ class Listener:
         except asyncio.TimeoutError:
             conn.close()
             self._reject(addr, rid[0],
-                         f"handshake not completed within {self.handshake_timeout} s")
+                         f"handshake not completed within {self.handshake_timeout:.3g} s")
             return
         except (ChannelAuthError, ChannelClosedError, UnicodeDecodeError) as exc:
             conn.close()

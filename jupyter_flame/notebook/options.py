@@ -110,6 +110,13 @@ class PoolArgs:
     limits: dict[str, Any] = field(default_factory=dict)
 
 
+def _pool_name(option: str, value: str | None) -> str | None:
+    if value is not None and (not value.strip() or value.strip() != value):
+        raise ConfigError(f"{option} {value!r} is not a pool name: use a non-empty name without "
+                          "surrounding spaces (e.g. train), or leave it out for the default pool.")
+    return value
+
+
 def _int(option: str, value: str | None, minimum: int) -> int | None:
     if value is None:
         return None
@@ -218,13 +225,14 @@ def _spec(ns: argparse.Namespace) -> tuple[RunnerSpec, bool]:
 def parse_cell_line(line: str) -> CellOptions:
     ns = cell_parser().parse_args(shlex.split(line))
     spec, shaped = _spec(ns)
-    return CellOptions(pool=ns.pool, backend=_backend(ns.backend), spec=spec,
+    return CellOptions(pool=_pool_name("--pool", ns.pool), backend=_backend(ns.backend), spec=spec,
                        timeout=_seconds("--timeout", ns.timeout), bg=ns.bg,
                        skip=tuple(ns.skip), quiet=ns.quiet, shaped=shaped)
 
 
 def parse_pool_args(args: list[str]) -> PoolArgs:
     ns = pool_parser().parse_args(args)
+    _pool_name("%flame pool NAME:", ns.name)
     spec, shaped = _spec(ns)
     limits: dict[str, Any] = {}
     for key, value in (("min", _int("--min", ns.min, 0)), ("max", _int("--max", ns.max, 1)),

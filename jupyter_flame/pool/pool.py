@@ -145,7 +145,12 @@ class Pool(FlameConfigurable, concurrent.futures.Executor):
     def _fixed_once_made(self, proposal: Any) -> Any:
         if self._core is not None and not self._syncing:
             raise _fixed_error(proposal.trait.name)
-        return proposal.value
+        value = proposal.value
+        if proposal.trait.name == "name" and isinstance(value, str) and (
+                not value.strip() or value.strip() != value):
+            raise ConfigError(f"Pool(name={value!r}) is not a pool name: use a non-empty name "
+                              "without surrounding spaces, or name=None for a generated one.")
+        return value
 
     @observe(*_FIXED)
     def _fixed_assigned(self, change: Any) -> None:
