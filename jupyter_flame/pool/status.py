@@ -91,6 +91,11 @@ def requested_resources(info: dict[str, Any]) -> dict[str, str]:
     return out
 
 
+def format_resources(resources: dict[str, str]) -> str:
+    """``{"cpu": "2", "nvidia.com/gpu": "1"}`` -> ``"cpu=2, gpu=1"`` (sorted by key)."""
+    return ", ".join(f"{k.split('/')[-1]}={v}" for k, v in sorted(resources.items()))
+
+
 def snapshot(core: PoolCore, *, name: str, backend: str, spec: str,
              last_transfer: dict[str, dict[str, int]] | None) -> PoolStatus:
     """The status of ``core`` now (call it on the flame loop)."""

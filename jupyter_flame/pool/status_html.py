@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable
 
-from jupyter_flame.pool.status import PoolStatus, RunnerStatus
+from jupyter_flame.pool.status import PoolStatus, RunnerStatus, format_resources
 
 __all__ = ["gpus_held", "render_html", "totals_line"]
 
@@ -46,7 +46,7 @@ def _runner_row(r: RunnerStatus) -> str:
     where = r["pod"] or (f"pid {r['pid']}" if r["pid"] else "-")
     busy = "busy" if r["load"] else "idle"
     idle = "-" if r["idle_left"] is None else f"{r['idle_left']:.0f} s"
-    res = ", ".join(f"{k.split('/')[-1]}={v}" for k, v in sorted(r["resources"].items())) or "-"
+    res = format_resources(r["resources"]) or "-"
     cpu = "-" if r["cpu_percent"] is None else f"{r['cpu_percent']:.0f}%"
     gpu = "; ".join(f"gpu{g['index']} {g['util_percent']}% {_mb(g['memory_used'])}"
                     for g in r["gpu_stats"])

@@ -191,10 +191,10 @@ class CellView:
         try:
             p = self.progress
             if self.mode == "line":
-                line = render_line(p)
-                if line.split(",")[0] != self._last_line.split(",")[0] or p.finished:
-                    if line != self._last_line:
-                        print(line, file=sys.stderr, flush=True)
+                line = render_line(p)  # a new line when the phase changes, not every tick
+                changed = line.split(",")[0] != self._last_line.split(",")[0] or p.finished
+                if changed and line != self._last_line:
+                    print(line, file=sys.stderr, flush=True)
                 self._last_line = line
             elif self.mode == "html" or self._html is None:  # widgets off, or not built yet
                 if self._handle is not None:

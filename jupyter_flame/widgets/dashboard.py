@@ -71,7 +71,7 @@ class PoolDashboard:
 
     # -- data --------------------------------------------------------------------------------
     def pools(self) -> list[Pool]:
-        return [p for p in (self._pools if self._pools is not None else all_pools())]
+        return list(self._pools) if self._pools is not None else all_pools()
 
     def _statuses(self) -> list[PoolStatus]:
         out = []

@@ -14,11 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from jupyter_flame.backends.base import PRE_CONNECT
+from jupyter_flame.pool.status import format_resources, requested_resources
+
 __all__ = ["CellProgress", "STEPS", "human_bytes", "render_html", "render_line", "summary_line"]
 
 #: the cell's own steps, in order (runner boot phases come between queued and shipping)
 STEPS = ("queued", "booting", "shipping", "running", "returning", "merging", "done")
-BOOT_PHASES = ("requested", "scheduling", "pulling", "starting", "connected")
+BOOT_PHASES = (*PRE_CONNECT, "connected")
 _FINAL = ("done", "failed", "cancelled")
 
 
@@ -155,15 +158,9 @@ class CellProgress:
             parts.append(f"process {w['pid']}")
         if w.get("node"):
             parts.append(f"on {w['node']}")
-        res = w.get("resources") or {}
-        req = {**(res.get("limits") or {}), **(res.get("requests") or {})} \
-            if isinstance(res, dict) else {}
-        shown = [f"{k.split('/')[-1]}={v}" for k, v in sorted(req.items())]
-        gpus = w.get("gpus")
-        if gpus and not any(k.endswith("gpu") for k in req):
-            shown.append(f"gpu={len(gpus) if isinstance(gpus, (list, tuple)) else gpus}")
+        shown = format_resources(requested_resources(w))
         if shown:
-            parts.append(", ".join(shown))
+            parts.append(shown)
         return " ".join(parts)
 
     def stats_text(self) -> str:
