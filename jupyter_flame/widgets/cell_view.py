@@ -89,6 +89,7 @@ class CellView:
         self._throttle = Throttle(self._refresh, interval)
         self._unsubscribe: Callable[[], None] | None = pool.backend.subscribe(self._on_event)
         self._state = threading.Lock()  # building the widgets vs finishing
+        self._render = threading.Lock()
 
     # -- what the cell tells it ----------------------------------------------------------------
     def show(self) -> None:
@@ -113,8 +114,9 @@ class CellView:
             except Exception:
                 log.exception("building the cell widget failed")
                 return
-        if self._handle is not None:
-            self._handle.update(self._bundle(), raw=True)
+        with self._render:  # never after the final render
+            if self._handle is not None and not self._closed:
+                self._handle.update(self._bundle(), raw=True)
 
     def step(self, name: str, **info: Any) -> None:
         """The cell reached ``name`` (shipping, running, returning, merging); any thread."""
@@ -146,7 +148,7 @@ class CellView:
                 view.retire()
             _close(self.button)
             self.widget.children = (self._html,)
-        self._refresh()
+        self._refresh(final=True)
 
     def retire(self) -> None:
         """Close this finished view's widgets; its output keeps the final HTML."""
@@ -187,7 +189,15 @@ class CellView:
         bundle.update(self._fallback())  # our text, not the VBox's repr
         return bundle
 
-    def _refresh(self) -> None:
+    def _refresh(self, final: bool = False) -> None:
+        # one render at a time, and none after the final one: a throttled refresh that began
+        # on the flame loop just before the cell finished must not overwrite the final state
+        with self._render:
+            if self._closed and not final:
+                return
+            self._render_now()
+
+    def _render_now(self) -> None:
         try:
             p = self.progress
             if self.mode == "line":

@@ -11,6 +11,7 @@ The dashboard stops listening when it is closed or when every pool it shows is s
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +37,9 @@ class PoolDashboard:
         self._pools = pools
         self._subs: dict[int, Callable[[], None]] = {}
         self._throttle = Throttle(self._refresh, interval)
+        # the flame loop's refreshes and the kernel's threads (creation, control clicks) both
+        # set the controls: one at a time
+        self._sync = threading.RLock()
         self.closed = False
         self.html = w.HTML(self._render(self._statuses()))
         self.pool_pick = w.Dropdown(description="pool", layout=w.Layout(width="220px"))
@@ -109,11 +113,12 @@ class PoolDashboard:
             log.exception("refreshing the pool dashboard failed")
 
     def _sync_controls(self, sts: list[PoolStatus]) -> None:
-        names = [st["name"] for st in sts if not st["closed"]]
-        _choices(self.pool_pick, names)
-        st = next((s for s in sts if s["name"] == self.pool_pick.value), None)
-        _choices(self.runner_pick,
-                 [r["id"] for r in st["runners"] if r["state"] == "live"] if st else [])
+        with self._sync:
+            names = [st["name"] for st in sts if not st["closed"]]
+            _choices(self.pool_pick, names)
+            st = next((s for s in sts if s["name"] == self.pool_pick.value), None)
+            _choices(self.runner_pick,
+                     [r["id"] for r in st["runners"] if r["state"] == "live"] if st else [])
 
     def _picked(self, change: dict[str, Any]) -> None:
         pool = self._pool(change["new"])
