@@ -178,7 +178,9 @@ class LocalModules:
         with self._lock:
             if fingerprint == self._scanned and now - self._scanned_at < _RESCAN_EVERY:
                 return new  # another thread finished the same scan while we waited
-            for name, module in sorted(list(sys.modules.items()), key=lambda item: item[0]):
+            # dict.copy() takes the modules in one C step: iterating sys.modules itself can
+            # meet an import run by another thread or a finalizer mid-iteration
+            for name, module in sorted(sys.modules.copy().items(), key=lambda item: item[0]):
                 if "." in name or not isinstance(module, ModuleType):
                     continue
                 key = _origin_key(module)
