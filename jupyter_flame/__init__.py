@@ -91,3 +91,13 @@ def _shutdown_pools() -> None:
 
 def unload_ipython_extension(ipython: Any) -> None:
     _shutdown_pools()
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The jupyter-server extension (enabled on install): ``jupyter_flame.server``."""
+    return [{"module": "jupyter_flame.server"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The prebuilt JupyterLab extension (``labextension/``, built into the wheel)."""
+    return [{"src": "labextension", "dest": "jupyter-flame"}]

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
 #: Every process this test session starts inherits this marker, so the leftover check only
 #: looks at runners of this session (another session may run tests beside it).
 SESSION_MARKER = f"JUPYTER_FLAME_TEST_SESSION={uuid.uuid4().hex}"

@@ -65,6 +65,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jupyter_flame.backends.published import StatePublisher
 from jupyter_flame.channel.protocol import EXIT_UNREACHABLE
 from jupyter_flame.config import FlameConfigurable, FlameConfigurableMeta
 from jupyter_flame.errors import BootError
@@ -275,6 +276,8 @@ class Backend(FlameConfigurable, metaclass=FlameConfigurableMeta):
         super().__init__(**options)
         self._subscribers: list[Subscriber] = []
         self._failed_subscribers: list[Subscriber] = []  # logged in full once each
+        #: set by a backend that publishes runners' live state for the server extension
+        self.publisher: StatePublisher | None = None
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         self._subscribers.append(callback)
@@ -305,6 +308,11 @@ class Backend(FlameConfigurable, metaclass=FlameConfigurableMeta):
                         "%s: lifecycle subscriber %r failed on %s of runner %s%s",
                         type(self).__name__, callback, phase, handle.id,
                         "" if first else " (again)", exc_info=True)
+        if self.publisher is not None:
+            if phase in ("stopped", "failed"):
+                self.publisher.forget(handle.id)
+            else:
+                self.publisher.note(handle.id, phase, details)
 
     def closed_error(self, request: BootRequest) -> BootError:
         """The error of a boot on a closed backend (also one that ``close()`` overtook)."""

@@ -64,6 +64,7 @@ from jupyter_flame.backends.local_records import (
     signal_group,
     write_record,
 )
+from jupyter_flame.backends.published import LiveState, StatePublisher
 from jupyter_flame.config import given
 from jupyter_flame.errors import BootError
 
@@ -89,6 +90,7 @@ class _Runner:
     parent: str
     watcher: asyncio.Task[None] | None = None
     stopping: bool = False
+    data: LocalRunnerRecord | None = None  # the record as written (the live state added to it)
 
 
 def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -167,6 +169,18 @@ class LocalBackend(Backend):
         self._runners: dict[str, _Runner] = {}
         self._closed = False
         self._node = socket.gethostname()
+        self.publisher = StatePublisher(self._publish)
+
+    def _publish(self, runner_id: str, state: LiveState) -> None:
+        """Add the runner's live state (busy/idle, CPU, memory) to its record, for the server."""
+        runner = self._runners.get(runner_id)
+        if runner is None or runner.data is None or runner.stopping or not state:
+            return
+        runner.data["live"] = state
+        try:
+            write_record(runner.record, runner.data)
+        except OSError:
+            pass
 
     @property
     def allocator(self) -> GpuAllocator:
@@ -240,12 +254,16 @@ class LocalBackend(Backend):
         runner = _Runner(handle, process, record_path, log, parent)
         self._runners[handle.id] = runner
         _LIVE[process.pid] = record_path
+        spec = request.spec
+        runner.data = {
+            "version": 1, "id": record_path.stem, "runner_id": handle.id,
+            "pool": handle.pool, "backend": self.name, "pid": process.pid,
+            "kernel_pid": os.getpid(), "kernel_id": request.kernel_id,
+            "started": time.time(), "gpus": gpus, "node": self._node, "log": str(log),
+            "resources": {k: v for k, v in (("cpu", spec.cpu), ("memory", spec.memory),
+                                            ("gpu", spec.gpu), ("gpu_type", spec.gpu_type)) if v}}
         try:
-            write_record(record_path, {
-                "version": 1, "id": record_path.stem, "runner_id": handle.id,
-                "pool": handle.pool, "backend": self.name, "pid": process.pid,
-                "kernel_pid": os.getpid(), "kernel_id": request.kernel_id,
-                "started": time.time(), "gpus": gpus, "node": self._node, "log": str(log)})
+            write_record(record_path, runner.data)
         except OSError:
             pass  # records help the UI; a read-only runtime dir must not stop the runner
         runner.watcher = asyncio.get_running_loop().create_task(self._watch(runner))

@@ -17,7 +17,8 @@ from typing import TypedDict
 import psutil
 
 __all__ = ["LocalRunnerRecord", "RUNNER_MODULE", "alive", "cleanup_local_runners",
-           "list_local_runner_records", "runners_dir", "signal_group", "write_record"]
+           "list_local_runner_records", "runners_dir", "signal_group", "stop_local_runner",
+           "write_record"]
 
 RUNNER_MODULE = "jupyter_flame.runner"
 
@@ -37,6 +38,8 @@ class LocalRunnerRecord(TypedDict, total=False):
     gpus: list[str]
     node: str
     log: str
+    resources: dict[str, str | int]
+    live: dict[str, object]  # activity (busy/idle), cpu_percent, rss: see backends.published
     action: str  # set by cleanup_local_runners: "killed" or "removed"
 
 
@@ -49,10 +52,13 @@ def runners_dir(runtime_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def write_record(path: Path, record: LocalRunnerRecord) -> None:
-    """Write ``record`` to ``path`` atomically (readers never see half a record)."""
+    """Write ``record`` to ``path`` atomically (readers never see half a record), readable by
+    its owner only (mode 0600, like a kernel connection file, though it holds no secret)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(record, indent=1))
     os.replace(tmp, path)
 
 
@@ -157,6 +163,23 @@ def _kill_group(pgid: int, grace: float) -> None:
             time.sleep(0.05)
         if not _group_alive(pgid):
             return
+
+
+def stop_local_runner(record: LocalRunnerRecord, *,
+                      runtime_dir: str | os.PathLike[str] | None = None,
+                      grace: float = 3.0) -> str:
+    """Stop the runner of ``record`` (its whole process group) and remove the record.
+
+    Returns ``"killed"``, or ``"removed"`` when the runner was already gone (or the process
+    with that pid is not that runner any more: then only the record goes).
+    """
+    pid = record["pid"]
+    action = "removed"
+    if _runner_group(pid, record.get("runner_id", "")):
+        _kill_group(pid, grace)
+        action = "killed"
+    (runners_dir(runtime_dir) / f"{record['id']}.json").unlink(missing_ok=True)
+    return action
 
 
 def cleanup_local_runners(dead_parent_only: bool = True, *,

@@ -74,6 +74,8 @@ def main() -> None:
         log(f"jupyter-flame runner: {exc}")
         sys.exit(exc.code)
     become_group_leader()
+    log(f"jupyter-flame runner {env.runner_id} of pool {env.pool!r}: pid {os.getpid()}, "
+        f"Python {sys.version.split()[0]}, dialing {env.host}:{env.port}")
     from jupyter_flame.runner._lifecycle import (
         Runner,  # imports the channel; IPython comes after connecting
     )
@@ -83,5 +85,6 @@ def main() -> None:
     except BaseException:
         log(traceback.format_exc())
         code = EXIT_INTERNAL
+    log(f"jupyter-flame runner {env.runner_id}: exiting with code {code}")
     sys.stdout.flush()
     os._exit(code)

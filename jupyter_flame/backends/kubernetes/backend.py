@@ -56,6 +56,7 @@ from jupyter_flame.backends.kubernetes.cleanup import (
     list_runner_pods,
     secret_name,
 )
+from jupyter_flame.backends.kubernetes.live import live_publisher
 from jupyter_flame.backends.kubernetes.pod_template import (
     DEFAULT_RUNNER_SERVICE_ACCOUNT,
     PodTemplateCallable,
@@ -162,6 +163,12 @@ class KubernetesBackend(PodRunners):
         self._secret_locks: dict[str, _PoolLock] = {}
         self._runners: dict[str, Runner] = {}
         self._closed = False
+        self.publisher = live_publisher(self._pod_of)
+
+    def _pod_of(self, runner_id: str) -> tuple[client.CoreV1Api, str, str] | None:
+        runner = self._runners.get(runner_id)
+        return None if runner is None or not self.namespace else (self.core, self.namespace,
+                                                                  runner.name)
 
     # -- the notebook pod --------------------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ These functions take a ``kubernetes.client.CoreV1Api`` and block: call them from
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any, TypedDict
 
@@ -23,7 +24,7 @@ from jupyter_flame.backends.kubernetes._pod_parts import (
 )
 from jupyter_flame.backends.kubernetes.api import call
 
-__all__ = ["RunnerPod", "cleanup_runner_pods", "list_runner_pods", "secret_name"]
+__all__ = ["RunnerPod", "cleanup_runner_pods", "list_runner_pods", "runner_pod", "secret_name"]
 
 
 class RunnerPod(TypedDict, total=False):
@@ -47,6 +48,9 @@ class RunnerPod(TypedDict, total=False):
     pod_ip: str
     created: str
     deleting: bool
+    reason: str  # why a pod is not running yet (Unschedulable, ContainerCreating, ...)
+    resources: dict[str, str]  # the runner container's requests, GPUs from its limits
+    live: dict[str, Any]  # busy/idle, CPU, memory, published by the kernel (see live.py)
     action: str
     why: str
 
@@ -59,11 +63,49 @@ def secret_name(parent: str, pool: str, kernel_id: str) -> str:
     return "-".join(p for p in parts if p) + "-key"
 
 
-def _runner_pod(pod: dict[str, Any]) -> RunnerPod:
+def _waiting_reason(status: dict[str, Any]) -> str:
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason"):
+            return str(waiting["reason"])
+        terminated = (cs.get("state") or {}).get("terminated") or {}
+        if terminated.get("reason"):
+            return str(terminated["reason"])
+    for cond in status.get("conditions") or []:
+        if cond.get("status") == "False" and cond.get("reason"):
+            return str(cond["reason"])
+    return ""
+
+
+def _resources(spec: dict[str, Any]) -> dict[str, str]:
+    containers = spec.get("containers") or []
+    runner = next((c for c in containers if c.get("name") == "runner"),
+                  containers[0] if containers else {})
+    res = runner.get("resources") or {}
+    out = {k: str(v) for k, v in (res.get("requests") or {}).items() if k in ("cpu", "memory")}
+    for key, value in (res.get("limits") or {}).items():
+        if key.endswith("/gpu"):
+            out["gpu"] = str(value)
+    return out
+
+
+def _live(notes: dict[str, str]) -> dict[str, Any]:
+    try:
+        live = json.loads(notes.get(ANNOTATION_PREFIX + "live") or "{}")
+    except ValueError:
+        return {}
+    return live if isinstance(live, dict) else {}
+
+
+def runner_pod(pod: dict[str, Any]) -> RunnerPod:
+    """A pod, as the API sent it (JSON), as a :class:`RunnerPod`."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
     labels, notes = meta.get("labels") or {}, meta.get("annotations") or {}
     owners = [o for o in meta.get("ownerReferences") or [] if o.get("kind") == "Pod"]
     return RunnerPod(
+        reason=_waiting_reason(status),
+        resources=_resources(pod.get("spec") or {}),
+        live=_live(notes),
         name=meta.get("name", ""),
         pod=meta.get("name", ""),
         namespace=meta.get("namespace", ""),
@@ -106,7 +148,7 @@ def list_runner_pods(core_api: client.CoreV1Api, namespace: str | None,
     else:
         listed = call("list", "pods", namespace, core_api.list_namespaced_pod, namespace,
                       label_selector=wanted, raw=True)
-    pods = [_runner_pod(p) for p in listed.get("items") or []]
+    pods = [runner_pod(p) for p in listed.get("items") or []]
     return sorted(pods, key=lambda p: (p.get("created", ""), p.get("name", "")))
 
 
