@@ -215,3 +215,53 @@ async def test_cleanup_lists_orphans_then_deletes_what_was_confirmed(
         kernel.close()
         if pid_alive(runner_pid):
             os.kill(runner_pid, signal.SIGKILL)
+
+
+async def test_stream_sends_every_change(jp_fetch: Any, jp_serverapp: Any, jp_http_port: int,
+                                         jp_base_url: str, jp_runtime_dir: Path) -> None:
+    """The live stream (server-sent events): a runner of a pool in this process appears
+    without asking again, and disappears when the pool shuts down."""
+    import asyncio
+
+    from jupyter_flame import LocalBackend, Pool
+
+    chunks: list[bytes] = []
+
+    def events() -> list[dict[str, Any]]:
+        text = b"".join(chunks).decode()
+        return [json.loads(block.split("data: ", 1)[1]) for block in text.split("\n\n")
+                if "data: " in block]
+
+    flame = jp_serverapp.web_app.settings["jupyter_flame"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", jp_http_port)
+    token = jp_serverapp.identity_provider.token
+    writer.write(f"GET {jp_base_url}flame/api/runners/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 f"Authorization: token {token}\r\nAccept: text/event-stream\r\n\r\n".encode())
+
+    async def read() -> None:
+        while data := await reader.read(65536):
+            chunks.append(data)
+
+    stream = asyncio.ensure_future(read())
+    pool = Pool("streamed", LocalBackend(runtime_dir=str(jp_runtime_dir)))
+    try:
+        await wait_for(lambda: _async(bool(events())), 10, "the first event")
+        assert events()[0]["runners"] == []
+        pid = await asyncio.to_thread(pool.call, os.getpid)
+
+        async def seen(present: bool) -> bool:
+            last = events()[-1]["runners"]
+            return any(r["pid"] == pid for r in last) == present
+
+        await wait_for(lambda: seen(True), 10, "the runner in a stream event")
+        await asyncio.to_thread(pool.shutdown)
+        await wait_for(lambda: seen(False), 10, "an event without the runner")
+    finally:
+        pool.shutdown()
+        stream.cancel()
+        writer.close()  # the browser tab closes
+    await wait_for(lambda: _async(not flame.listeners), 20, "the closed stream to unlisten")
+
+
+async def _async(value: Any) -> Any:
+    return value

@@ -15,14 +15,19 @@ __all__ = ["load_jupyter_server_extension"]
 
 
 def _kernels(serverapp: Any) -> Any:
-    async def kernels() -> dict[str, str]:
-        """kernel id -> notebook path, for the kernels this server runs now."""
-        out = {kid: "" for kid in serverapp.kernel_manager.list_kernel_ids()}
+    async def kernels() -> dict[str, dict[str, Any]]:
+        """kernel id -> {"path": notebook path, "pid": kernel process id}, for the kernels
+        this server runs now."""
+        manager = serverapp.kernel_manager
+        out: dict[str, dict[str, Any]] = {}
+        for kid in manager.list_kernel_ids():
+            provisioner = getattr(manager.get_kernel(kid), "provisioner", None)
+            out[kid] = {"path": "", "pid": getattr(provisioner, "pid", None)}
         try:
             for session in await serverapp.session_manager.list_sessions():
                 kid = (session.get("kernel") or {}).get("id")
                 if kid in out:
-                    out[kid] = session.get("path") or session.get("name") or ""
+                    out[kid]["path"] = session.get("path") or session.get("name") or ""
         except Exception:  # sessions are a nicety; kernel ids are what the reaper needs
             serverapp.log.debug("jupyter-flame: could not list sessions", exc_info=True)
         return out

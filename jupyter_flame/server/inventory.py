@@ -70,7 +70,9 @@ class Context:
     live_parents: frozenset[str] | None = None
     #: seconds a runner pod is spared after creation (its kernel may be starting)
     grace: float = 10.0
-    gone_pids: set[int] = field(default_factory=set)
+    #: each live kernel's process id: a kernel the server restarted keeps its id, and the
+    #: runners of its previous process are orphans all the same
+    kernel_pids: dict[str, int] = field(default_factory=dict)
 
 
 def row_id(backend: str, *parts: str) -> str:
@@ -162,7 +164,8 @@ def pod_row(pod: RunnerPod, *, now: float, notebooks: Mapping[str, str],
         node=pod.get("node", ""), started=started, age=max(0.0, now - started) if started else 0.0,
         resources=resources, gpus=[f"gpu {i}" for i in range(gpu_count)],
         cpu_percent=live.get("cpu_percent") if running else None,
-        rss=live.get("rss") if running else None, pid=0, kernel_pid=0, pod=pod.get("name", ""),
+        rss=live.get("rss") if running else None, pid=0, kernel_pid=pod.get("kernel_pid", 0),
+        pod=pod.get("name", ""),
         namespace=pod.get("namespace", ""), parent=pod.get("parent", ""),
         deleting=bool(pod.get("deleting")))
 
@@ -182,12 +185,14 @@ def orphan_reason(row: Row, ctx: Context) -> str:
         if row.get("phase") == "Exited":
             return "runner exited"
         kernel_pid = row.get("kernel_pid", 0)
-        if kernel_pid and (kernel_pid in ctx.gone_pids or not alive(kernel_pid)):
+        if kernel_pid and not alive(kernel_pid):
             return "kernel gone"
         return ""
-    parent = row.get("parent", "")
-    if (ctx.parent_pod and parent == ctx.parent_pod and not row.get("kernel_live")
-            and row.get("kernel_id", "") not in ctx.live_kernels
+    parent, kernel_id = row.get("parent", ""), row.get("kernel_id", "")
+    live_pid, made_by = ctx.kernel_pids.get(kernel_id), row.get("kernel_pid", 0)
+    kernel_gone = kernel_id not in ctx.live_kernels or bool(
+        live_pid and made_by and made_by != live_pid)
+    if (ctx.parent_pod and parent == ctx.parent_pod and kernel_gone
             and ctx.now - row.get("started", ctx.now) >= ctx.grace):
         return "kernel gone"
     if ctx.live_parents is not None and parent and parent not in ctx.live_parents:

@@ -39,8 +39,8 @@ __all__ = ["FlameServer", "RunnerNotFound"]
 
 log = logging.getLogger("jupyter_flame.server")
 
-#: kernel id -> notebook path, for the kernels this server runs now
-Kernels = Callable[[], Awaitable[dict[str, str]]]
+#: kernel id -> {"path": notebook path, "pid": process id}, for the kernels this server runs
+Kernels = Callable[[], Awaitable[dict[str, dict[str, Any]]]]
 
 
 class RunnerNotFound(LookupError):
@@ -89,9 +89,10 @@ class FlameServer(LoggingConfigurable):
         self.reaped: list[Row] = []  # what the reaper deleted, newest last (for the log/tests)
 
     # -- snapshots ---------------------------------------------------------------------------
-    def _collect(self, notebooks: dict[str, str]) -> dict[str, Any]:
+    def _collect(self, kernels: dict[str, dict[str, Any]]) -> dict[str, Any]:
         now = time.time()
-        live = frozenset(notebooks)
+        live = frozenset(kernels)
+        notebooks = {kid: str(k.get("path") or "") for kid, k in kernels.items()}
         rows: list[Row] = []
         records = list_local_runner_records(self.runtime_dir)
         for record in records:
@@ -112,7 +113,9 @@ class FlameServer(LoggingConfigurable):
                 problems.append({"source": "kubernetes", "status": exc.status or 503,
                                  "message": str(exc)})
         ctx = Context(now=now, live_kernels=live, parent_pod=self.kube.parent if self.kube else None,
-                      live_parents=parents, grace=self.reap_grace)
+                      live_parents=parents, grace=self.reap_grace,
+                      kernel_pids={kid: int(k["pid"]) for kid, k in kernels.items()
+                                   if k.get("pid")})
         for row in rows:
             row["orphan"] = orphan_reason(row, ctx)
         return {"runners": rows, "problems": problems, "time": now,
@@ -125,8 +128,8 @@ class FlameServer(LoggingConfigurable):
     async def snapshot(self) -> dict[str, Any]:
         """Every runner now (also tells the stream's listeners when anything changed)."""
         async with self._lock:
-            notebooks = await self.kernels()
-            snap = await asyncio.to_thread(self._collect, notebooks)
+            kernels = await self.kernels()
+            snap = await asyncio.to_thread(self._collect, kernels)
             self.latest = snap
             text = json.dumps({k: v for k, v in snap.items() if k != "time"}, sort_keys=True)
             if text != self._text:

@@ -56,7 +56,7 @@ from jupyter_flame.backends.kubernetes.cleanup import (
     list_runner_pods,
     secret_name,
 )
-from jupyter_flame.backends.kubernetes.live import live_publisher
+from jupyter_flame.backends.kubernetes.live import live_publisher, mark_kernel_process
 from jupyter_flame.backends.kubernetes.pod_template import (
     DEFAULT_RUNNER_SERVICE_ACCOUNT,
     PodTemplateCallable,
@@ -324,6 +324,7 @@ class KubernetesBackend(PodRunners):
                 omit_owner_reference=self.omit_owner_reference,
                 boot_timeout=request.boot_timeout, spec=request.spec,
                 pvc_access_modes=self._claims, service_account=self.service_account)
+            mark_kernel_process(manifest)
             ns = self.namespace or ""
             created = await asyncio.to_thread(call, "create", "pods", ns,
                                               self.core.create_namespaced_pod, ns, manifest,

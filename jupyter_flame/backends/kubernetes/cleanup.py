@@ -42,6 +42,7 @@ class RunnerPod(TypedDict, total=False):
     parent: str
     owner_uid: str
     kernel_id: str
+    kernel_pid: int  # the kernel process that made it (0: not recorded)
     runner_id: str
     phase: str
     node: str
@@ -113,6 +114,8 @@ def runner_pod(pod: dict[str, Any]) -> RunnerPod:
         parent=labels.get(LABEL_PARENT, ""),
         owner_uid=owners[0].get("uid", "") if owners else "",
         kernel_id=notes.get(ANNOTATION_PREFIX + "kernel-id") or labels.get(LABEL_KERNEL, ""),
+        kernel_pid=int(notes.get(ANNOTATION_PREFIX + "kernel-pid", "0") or 0)
+        if str(notes.get(ANNOTATION_PREFIX + "kernel-pid", "0")).isdigit() else 0,
         runner_id=labels.get(LABEL_RUNNER, ""),
         phase=status.get("phase", ""),
         node=(pod.get("spec") or {}).get("nodeName") or "",

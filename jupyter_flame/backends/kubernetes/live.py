@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -19,12 +20,22 @@ from jupyter_flame.backends.kubernetes.api import call
 from jupyter_flame.backends.published import LiveState, StatePublisher
 from jupyter_flame.errors import BackendError
 
-__all__ = ["ANNOTATION_LIVE", "INTERVAL", "live_publisher"]
+__all__ = ["ANNOTATION_KERNEL_PID", "ANNOTATION_LIVE", "INTERVAL", "live_publisher",
+           "mark_kernel_process"]
 
 log = logging.getLogger("jupyter_flame.backends.kubernetes")
 
 ANNOTATION_LIVE = ANNOTATION_PREFIX + "live"
+#: the kernel process's pid: the server restarts a dead kernel under the same kernel id, so
+#: the id alone cannot tell the server that the pool which made this pod died with its process
+ANNOTATION_KERNEL_PID = ANNOTATION_PREFIX + "kernel-pid"
 INTERVAL = 2.0
+
+
+def mark_kernel_process(manifest: dict[str, Any]) -> None:
+    """Annotate a runner pod manifest with this (the kernel's) process id."""
+    meta = manifest.setdefault("metadata", {})
+    meta.setdefault("annotations", {})[ANNOTATION_KERNEL_PID] = str(os.getpid())
 
 
 def live_publisher(pod_of: Callable[[str], tuple[Any, str, str] | None]) -> StatePublisher:
