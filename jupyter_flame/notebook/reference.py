@@ -16,9 +16,17 @@ __all__ = ["configuration_reference"]
 
 def configuration_reference() -> str:
     from jupyter_flame.pool.pool import Pool
+    from jupyter_flame.server.service import FlameServer
 
     classes: list[type[Configurable]] = [Pool, FlameMagics, *backend_classes()]
-    parts = [reference_markdown(classes), "## Magic options", "",
+    parts = [reference_markdown(classes),
+             "## The server extension (`jupyter_server_config.py`)", "",
+             "The runners panel's server side reads its options from the Jupyter server's "
+             "configuration, e.g. `c.FlameServer.reap_interval = 5` in "
+             "`jupyter_server_config.py` or `--FlameServer.reap=False` on the command line.",
+             "", reference_markdown([FlameServer], intro=False).replace("## `FlameServer`",
+                                                                     "### `FlameServer`"),
+             "## Magic options", "",
              "`%%flame?` shows the same text in a notebook.", "", "```text",
              cell_parser().format_help().rstrip(), "```", "", "```text",
              pool_parser().format_help().rstrip(), "```", ""]

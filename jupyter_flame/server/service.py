@@ -59,8 +59,8 @@ def _tail(path: str, lines: int) -> list[str]:
 
 
 class FlameServer(LoggingConfigurable):
-    """The runners panel's backend (``c.FlameServer.reap_interval = 5`` in
-    ``jupyter_server_config.py``)."""
+    """The runners panel's server side: snapshots of every runner, the live stream, the
+    reaper, and the delete/logs/cleanup actions."""
 
     poll_interval = Float(1.0, config=True,
                           help="Seconds between snapshots while the panel is open.")
