@@ -38,6 +38,8 @@ class Booting(PoolState):
             self._unsubscribe = self.backend.subscribe(self._on_event)
             try:
                 await self.backend.sweep(self.kernel_id, self.name)
+            except FlameError as exc:  # the boot that follows reports it to the user
+                log.debug("sweeping leftovers of pool %s failed: %s", self.name, exc)
             except Exception:
                 log.exception("sweeping leftovers of pool %s failed", self.name)
             self.started = True
