@@ -110,6 +110,18 @@ def test_failed_boot_reaches_the_caller_with_the_reason() -> None:
         assert pool.status()["runners"] == []
 
 
+def test_a_runner_of_another_version_refuses_and_says_what_to_install() -> None:
+    """The backend tells the runner the notebook's version; a runner image with another
+    jupyter-flame exits at once, and the boot error carries its words (here the variable is
+    overridden, as a runner image with another version would see it)."""
+    spec = RunnerSpec(env=(("JUPYTER_FLAME_VERSION", "0.0.1"),))
+    with Pool(spec=spec, boot_timeout=20) as pool:
+        with pytest.raises(BootError) as info:
+            pool.call(pid)
+    text = str(info.value) + str(getattr(info.value, "log_tail", ""))
+    assert "version mismatch" in text and "jupyter-flame==0.0.1" in text, text
+
+
 def test_single_use_runners() -> None:
     with Pool(max=1, single_use=True) as pool:
         a = pool.call(pid)

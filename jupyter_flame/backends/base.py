@@ -65,6 +65,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from jupyter_flame._version import __version__
 from jupyter_flame.backends.published import StatePublisher
 from jupyter_flame.channel.protocol import EXIT_UNREACHABLE
 from jupyter_flame.config import FlameConfigurable, FlameConfigurableMeta
@@ -241,6 +242,7 @@ def runner_env_for(pool: str, runner_id: str, parent_address: tuple[str, int],
         "JUPYTER_FLAME_RUNNER_ID": runner_id,
         "JUPYTER_FLAME_POOL": pool,
         "JUPYTER_FLAME_BOOT_TIMEOUT": str(boot_timeout),
+        "JUPYTER_FLAME_VERSION": __version__,  # the runner refuses to serve another version
     }
 
 

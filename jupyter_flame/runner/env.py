@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from jupyter_flame._version import __version__
 from jupyter_flame.channel.protocol import EXIT_BAD_ENV
 
 __all__ = ["DEFAULT_BOOT_TIMEOUT", "DEFAULT_CACHE_BYTES", "Fatal", "RunnerEnv", "log", "read_env"]
@@ -79,6 +80,13 @@ def read_env(environ: Any = None) -> RunnerEnv:
         key = bytes.fromhex(key_hex)
     except ValueError:
         raise Fatal(EXIT_BAD_ENV, "JUPYTER_FLAME_KEY is not hex") from None
+
+    wanted = env.get("JUPYTER_FLAME_VERSION")
+    if wanted and wanted != __version__:
+        raise Fatal(EXIT_BAD_ENV, (
+            f"version mismatch: this runner has jupyter-flame {__version__}, the notebook has "
+            f"{wanted}. Install jupyter-flame=={wanted} in the runner's image, or run the "
+            "notebook's own image (drop --image / the template's image)"))
 
     def number(name: str, default: float) -> float:
         text = env.get(name)
