@@ -24,15 +24,25 @@ class Conn:
     is closed once no operation is in flight, so the selector never holds a stale descriptor.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, staging: int = _STAGING) -> None:
         self.sock = sock
         self.loop = asyncio.get_running_loop()
         self.closed = False
         self._busy = 0
         self._released = asyncio.Event()
-        self._view = memoryview(bytearray(_STAGING))
+        self._view = memoryview(bytearray(staging))
         self._start = 0
         self._end = 0
+
+    def grow(self, staging: int = _STAGING) -> None:
+        """Give the staging buffer its full size (a listener's connections start with a small
+        one, so that peers still in the handshake cost almost nothing); staged bytes are kept."""
+        if len(self._view) >= staging:
+            return
+        view = memoryview(bytearray(staging))
+        have = self._end - self._start
+        view[:have] = self._view[self._start : self._end]
+        self._view, self._start, self._end = view, 0, have
 
     # --- raw I/O -------------------------------------------------------------------------
     async def recv_into(self, buf: memoryview) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import deque
 from typing import Any
 
@@ -13,13 +14,25 @@ from jupyter_flame.channel._framing import check_key, parent_handshake, session_
 from jupyter_flame.channel.channel import DEFAULT_MAX_FRAME, Channel
 from jupyter_flame.errors import ChannelAuthError, ChannelClosedError
 
-__all__ = ["HANDSHAKE_TIMEOUT", "Listener"]
+__all__ = ["HANDSHAKE_STAGING", "HANDSHAKE_TIMEOUT", "Listener", "MAX_HANDSHAKES"]
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 10.0
 """Seconds a dialing peer has to complete the handshake before the listener drops it (the
 default of ``Listener.start(handshake_timeout=...)``)."""
+
+MAX_HANDSHAKES = 32
+"""Connections a listener handshakes at once; beyond that it stops accepting (new connections
+wait in the OS's listen backlog, outside the kernel's memory, and a runner's dial retries) until
+one finishes or times out."""
+
+REJECT_LOG_BURST = 3  # rejections logged one by one per window
+REJECT_LOG_WINDOW = 60.0  # seconds; then one summary line
+
+HANDSHAKE_STAGING = 1024
+"""Bytes of read buffer a connection gets before it has authenticated (a hello is at most 295
+bytes); it grows to the channel's full staging buffer once the handshake succeeds."""
 
 
 class Listener:
@@ -33,9 +46,15 @@ class Listener:
     """
 
     def __init__(self, sock: socket.socket, key: bytes, max_frame: int,
-                 handshake_timeout: float = HANDSHAKE_TIMEOUT) -> None:
+                 handshake_timeout: float = HANDSHAKE_TIMEOUT,
+                 max_handshakes: int = MAX_HANDSHAKES) -> None:
         self._sock = sock
         self.handshake_timeout = handshake_timeout
+        self.max_handshakes = max_handshakes
+        self._slots = asyncio.Semaphore(max_handshakes)
+        self._capped = False  # the cap was reached and logged (once per listener)
+        self._log_window = float("-inf")
+        self._logged = self._quiet = 0
         self._key = key
         self._max_frame = max_frame
         self._expected: dict[str, asyncio.Future[Channel]] = {}
@@ -49,7 +68,7 @@ class Listener:
     @classmethod
     async def start(
         cls, host: str, key: bytes, port: int = 0, *, max_frame: int = DEFAULT_MAX_FRAME,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        handshake_timeout: float = HANDSHAKE_TIMEOUT, max_handshakes: int = MAX_HANDSHAKES,
     ) -> Listener:
         """Listen on ``host:port`` (port 0 picks a free one; see :attr:`address`)."""
         key = check_key(key)
@@ -65,7 +84,7 @@ class Listener:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, key, max_frame, handshake_timeout)
+        return cls(sock, key, max_frame, handshake_timeout, max_handshakes)
 
     def expect(self, runner_id: str) -> asyncio.Future[Channel]:
         """A future resolved with the channel once ``runner_id`` connects and authenticates."""
@@ -103,25 +122,58 @@ class Listener:
     async def _accept_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if self._slots.locked() and not self._capped:
+                self._capped = True
+                log.warning("channel listener %s:%s: %d connections are in the handshake; "
+                            "accepting more once one completes or times out (logged once)",
+                            *self.address, self.max_handshakes)
+            await self._slots.acquire()
             try:
                 conn, addr = await loop.sock_accept(self._sock)
             except OSError as exc:  # e.g. EMFILE: back off, keep listening
+                self._slots.release()
                 log.warning("channel listener accept failed: %s", exc)
                 await asyncio.sleep(0.1)
                 continue
+            except BaseException:
+                self._slots.release()
+                raise
             task = loop.create_task(self._handshake(conn, addr))
             self._handshakes.add(task)
-            task.add_done_callback(self._handshakes.discard)
+            task.add_done_callback(self._handshake_done)
+
+    def _handshake_done(self, task: asyncio.Task[None]) -> None:
+        self._handshakes.discard(task)
+        self._slots.release()
+
+    @property
+    def handshaking(self) -> int:
+        """Connections now in the handshake."""
+        return len(self._handshakes)
 
     def _reject(self, addr: Any, rid: str, reason: str) -> None:
-        log.warning("channel: rejected connection from %s (runner %r): %s", addr, rid, reason)
+        """Record a refused peer; log the first few, then one summary a minute (a flood of
+        bad connections must not become a flood of log lines)."""
         self.rejected.append((addr, rid, reason))
+        now = time.monotonic()
+        if now - self._log_window >= REJECT_LOG_WINDOW:
+            if self._quiet:
+                log.warning("channel: %d more connections rejected in the last %.0f s",
+                            self._quiet, now - self._log_window)
+            self._log_window, self._logged, self._quiet = now, 0, 0
+        if self._logged < REJECT_LOG_BURST:
+            self._logged += 1
+            log.warning("channel: rejected connection from %s (runner %r): %s%s", addr, rid,
+                        reason, " (further rejections are summarized once a minute)"
+                        if self._logged == REJECT_LOG_BURST else "")
+        else:
+            self._quiet += 1
 
     async def _handshake(self, sock: socket.socket, addr: Any) -> None:
         rid = ["?"]
         try:
             nodelay(sock)
-            conn = Conn(sock)
+            conn = Conn(sock, staging=HANDSHAKE_STAGING)
         except BaseException:
             sock.close()
             raise
@@ -153,5 +205,6 @@ class Listener:
             return fut is not None and not fut.done() and not self._closed
 
         transcript = await parent_handshake(conn, self._key, expected, rid_box)
+        conn.grow()
         p2r, r2p = session_keys(self._key, transcript)
         return Channel(conn, rid_box[0], tx=p2r, rx=r2p, max_frame=self._max_frame)
