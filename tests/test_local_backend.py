@@ -393,6 +393,9 @@ def test_cleanup_kills_orphans_only(runtime: Path, mark: str) -> None:
             pid = int(await asyncio.wait_for(kernel.stdout.readline(), 20))
             channel = await asyncio.wait_for(connected, 20)
             assert cleanup_local_runners(runtime_dir=runtime) == []  # its kernel lives
+            # the whole group hung (its sentinel too, which would otherwise kill it along
+            # with its kernel): only cleanup can end it now
+            os.killpg(pid, signal.SIGSTOP)
         finally:
             kernel.kill()
             await kernel.wait()

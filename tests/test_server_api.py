@@ -152,8 +152,9 @@ async def test_local_runner_listed_with_logs_and_deleted(jp_fetch: Any, jp_serve
 
 async def test_reaper_kills_the_runners_of_a_killed_kernel(jp_fetch: Any, jp_serverapp: Any,
                                                            jp_runtime_dir: Path) -> None:
-    """A hung runner (SIGSTOPped: it cannot notice its kernel is gone) and a process a cell
-    left behind: both gone within 30 s of the kernel's SIGKILL, and the record with them."""
+    """A hung runner (its process group SIGSTOPped, sentinel included: nothing of it can
+    notice its kernel is gone) and a process a cell left behind: both gone within 30 s of the
+    kernel's SIGKILL, and the record with them."""
     kernel = await start_kernel(jp_fetch, jp_serverapp)
     try:
         await kernel.run("%load_ext jupyter_flame")
@@ -162,7 +163,7 @@ async def test_reaper_kills_the_runners_of_a_killed_kernel(jp_fetch: Any, jp_ser
                                "print(os.getpid(), child)")
         runner_pid, child_pid = map(int, out.split()[-2:])
         await wait_for(lambda: _has(jp_fetch, runner_pid), 10, "the runner listed")
-        os.kill(runner_pid, signal.SIGSTOP)
+        os.killpg(runner_pid, signal.SIGSTOP)  # hung, its sentinel with it
         os.kill(kernel.pid, signal.SIGKILL)
 
         async def gone() -> bool:
@@ -193,7 +194,7 @@ async def test_cleanup_lists_orphans_then_deletes_what_was_confirmed(
         out = await kernel.run("%%flame --pool left\nimport os\nprint(os.getpid())")
         runner_pid = int(out.split()[-1])
         await wait_for(lambda: _has(jp_fetch, runner_pid), 10, "the runner listed")
-        os.kill(runner_pid, signal.SIGSTOP)  # hung: it will not notice the kernel going
+        os.killpg(runner_pid, signal.SIGSTOP)  # hung (its sentinel too): nothing notices
         os.kill(kernel.pid, signal.SIGKILL)
 
         async def orphaned() -> Any:

@@ -277,6 +277,7 @@ class LocalBackend(Backend):
                      gpus: list[str]) -> tuple[asyncio.subprocess.Process, Path]:
         env = {**os.environ, **self.env, **runner_env(request), **dict(request.spec.env)}
         env.setdefault("PYTHONUNBUFFERED", "1")
+        env["JUPYTER_FLAME_KERNEL_PID"] = str(os.getpid())  # its sentinel kills it with us
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in request.runner_id)

@@ -61,6 +61,7 @@ import traceback
 from jupyter_flame.channel.protocol import EXIT_INTERNAL
 from jupyter_flame.runner.env import Fatal, log, read_env
 from jupyter_flame.runner.process_group import become_group_leader
+from jupyter_flame.runner.sentinel import start_sentinel
 
 __all__ = ["main"]
 
@@ -74,6 +75,7 @@ def main() -> None:
         log(f"jupyter-flame runner: {exc}")
         sys.exit(exc.code)
     become_group_leader()
+    start_sentinel(int(os.environ.get("JUPYTER_FLAME_KERNEL_PID") or 0))  # before any thread
     log(f"jupyter-flame runner {env.runner_id} of pool {env.pool!r}: pid {os.getpid()}, "
         f"Python {sys.version.split()[0]}, dialing {env.host}:{env.port}")
     from jupyter_flame.runner._lifecycle import (

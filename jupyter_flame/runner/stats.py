@@ -14,6 +14,8 @@ from typing import Any
 
 import psutil
 
+from jupyter_flame.runner.sentinel import sentinel_pid
+
 __all__ = ["Stats", "visible_gpu_indices"]
 
 log = logging.getLogger("jupyter_flame.runner")
@@ -48,7 +50,10 @@ class Stats:
             cpu = self._proc.cpu_percent(None)
             rss = self._proc.memory_info().rss
             seen = set()
+            sentinel = sentinel_pid()
             for child in self._proc.children(recursive=True):
+                if child.pid == sentinel:
+                    continue
                 seen.add(child.pid)
                 known = self._children.setdefault(child.pid, child)
                 try:
