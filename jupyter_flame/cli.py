@@ -34,10 +34,17 @@ def _kube_api(namespace: str | None) -> tuple[Any, str] | None:
 
 def _list(args: argparse.Namespace) -> int:
     from jupyter_flame.backends.local import list_local_runner_records
+    from jupyter_flame.backends.local_records import alive
 
     rows: list[dict[str, Any]] = []
     for rec in list_local_runner_records():
-        rows.append({"backend": "local", **rec})
+        if not alive(rec["pid"]):
+            phase = "Exited (stale record: jupyter flame cleanup)"
+        elif rec.get("kernel_pid") and not alive(rec["kernel_pid"]):
+            phase = "Orphan (kernel gone: jupyter flame cleanup)"
+        else:
+            phase = "Running"
+        rows.append({"backend": "local", "phase": phase, **rec})
     kube = None if args.local_only else _kube_api(args.namespace)
     if kube is not None:
         from jupyter_flame.backends.kubernetes.backend import list_runner_pods

@@ -177,6 +177,8 @@ def test_failure_raises_remote_traceback_and_nothing_lands(kernel: Kernel) -> No
     ("setup", "name", "type_name"),
     [
         ("fh = open('scratch.txt', 'w')", "fh", "TextIOWrapper"),
+        ("open('lines.txt', 'w').write('a\\nb\\n'); rfh = open('lines.txt')", "rfh",
+         "TextIOWrapper"),
         ("import threading; lock = threading.Lock()", "lock", "lock"),
         ("gen = (i for i in range(3))", "gen", "generator"),
         ("import socket; sock = socket.socket()", "sock", "socket"),
@@ -195,6 +197,9 @@ def test_unpicklable_variable_fails_before_sending(kernel: Kernel, setup: str, n
     assert kernel.value(f"'marker_{name}' in dir()") is False
     ok = kernel.run(f"%%flame --skip {name}\nskipped_ok = 1\n")
     assert ok.status == "ok", ok.traceback_text()
+    if name == "rfh":  # a read-mode file: still the notebook's own file object, unread
+        assert kernel.value("(type(rfh).__name__, rfh.tell(), rfh.readline())") == (
+            "TextIOWrapper", 0, "a\n")
 
 
 def test_interrupt_stops_the_remote_cell(kernel: Kernel) -> None:

@@ -261,6 +261,7 @@ async def test_stream_sends_every_change(jp_fetch: Any, jp_serverapp: Any, jp_ht
         pool.shutdown()
         stream.cancel()
         writer.close()  # the browser tab closes
+        await writer.wait_closed()
     await wait_for(lambda: _async(not flame.listeners), 20, "the closed stream to unlisten")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import os
 import pickle
@@ -317,20 +318,48 @@ def test_unpicklable_variable_names_variable_type_and_fix(
     assert str(err).endswith(
         f"Create it inside the cell, or pass --skip {name} to leave it behind."
     )
-    assert "pickle" in str(err)
+    assert "pickle" in str(err) or "cannot travel" in str(err)
 
 
 def test_error_message_for_file_matches_the_documented_text(
     unpicklables: dict[str, object],
 ) -> None:
-    # cloudpickle's own reason for write-mode files (read-mode ones travel as StringIO)
     with pytest.raises(SerializationError) as info:
         pack(unpicklables["fh"], name="fh")
     assert str(info.value) == (
-        "Cannot send variable 'fh' (io.TextIOWrapper) to the runner: Cannot pickle files that "
-        "are not opened for reading: w. Create it inside the cell, or pass --skip fh to leave it "
-        "behind."
+        "Cannot send variable 'fh' (io.TextIOWrapper) to the runner: an open file or stream "
+        "(io.TextIOWrapper) cannot travel; open it inside the cell instead. Create it inside "
+        "the cell, or pass --skip fh to leave it behind."
     )
+
+
+@pytest.mark.parametrize(("mode", "kind"), [
+    ("r", "io.TextIOWrapper"), ("rb", "io.BufferedReader"), ("r+b", "io.BufferedRandom"),
+    ("ab", "io.BufferedWriter"), ("rb0", "io.FileIO")])
+def test_open_files_never_travel_in_any_mode(tmp_path: Path, mode: str, kind: str) -> None:
+    """cloudpickle would read a read-mode file whole and send an io.StringIO copy, which would
+    then come back and replace the notebook's file object: refused instead, even nested."""
+    path = tmp_path / "data.txt"
+    path.write_text("line 1\nline 2\n")
+    fh = open(path, mode.rstrip("0"), buffering=0) if mode.endswith("0") else open(path, mode)  # noqa: SIM115
+    start = fh.tell()
+    try:
+        for value, name in ((fh, "fh"), ({"inputs": [fh]}, "config")):
+            with pytest.raises(SerializationError) as info:
+                pack(value, name=name)
+            assert f"({kind}) cannot travel" in str(info.value)
+        assert fh.tell() == start  # nothing was read from it
+    finally:
+        fh.close()
+
+
+def test_in_memory_streams_still_travel() -> None:
+    buf = io.BytesIO(b"abc")
+    buf.seek(1)
+    text = io.StringIO("xyz")
+    back = unpack(pack({"b": buf, "t": text}))
+    assert back["b"].getvalue() == b"abc" and back["b"].tell() == 1
+    assert back["t"].getvalue() == "xyz"
 
 
 def test_error_for_argument_and_nested_location() -> None:

@@ -17,6 +17,7 @@ decides what is installed.
 
 from __future__ import annotations
 
+import io
 import pickle
 import sys
 import warnings
@@ -91,10 +92,32 @@ _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
 """Types whose pickle holds no reference to code, so plain ``pickle`` writes them as is."""
 
 
+#: streams over an OS file descriptor (in-memory ones, io.BytesIO and io.StringIO, travel)
+_OS_STREAMS = (io.TextIOWrapper, io.BufferedReader, io.BufferedWriter, io.BufferedRandom,
+               io.BufferedRWPair, io.FileIO)
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]
+    """cloudpickle, refusing open files and streams: cloudpickle would read a read-mode file
+    whole and send an ``io.StringIO`` copy, which would come back and replace the file."""
+
+    def reducer_override(self, obj: object) -> Any:
+        if isinstance(obj, _OS_STREAMS):
+            raise TypeError(f"an open file or stream ({type_name(obj)}) cannot travel; open "
+                            "it inside the cell instead")
+        return super().reducer_override(obj)
+
+
+def _dumps(value: object, buffer_callback: Any) -> bytes:
+    with io.BytesIO() as out:
+        _Pickler(out, protocol=PROTOCOL, buffer_callback=buffer_callback).dump(value)
+        return out.getvalue()
+
+
 def _pack(value: object, name: str | None, digest: bool = True) -> Packed:
     buffers: list[PickleBuffer] = []
     try:
-        payload = cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=buffers.append)
+        payload = _dumps(value, buffers.append)
     except Exception as exc:
         raise _serialization_error(value, name, exc) from exc
     views = [b.raw() for b in buffers]
@@ -238,7 +261,7 @@ def _serialization_error(value: object, name: str | None, exc: Exception) -> Ser
 
 def _picklable(value: object) -> bool:
     try:
-        cloudpickle.dumps(value, protocol=PROTOCOL, buffer_callback=_discard)
+        _dumps(value, _discard)
     except Exception:
         return False
     return True
