@@ -200,3 +200,29 @@ def test_channel_key_is_fresh_per_pool_and_never_in_argv() -> None:
 def test_bad_options(kwargs: dict[str, object], needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         Pool(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_silent_runner_is_lost_within_the_heartbeat_timeout() -> None:
+    """A SIGSTOPped runner (as hung, or cut off by the network) fails its task with
+    RunnerLostError within heartbeat_timeout, is killed, and the next task gets a new one."""
+    import os
+    import signal
+
+    with Pool(max=1, heartbeat_timeout=5.0) as pool:
+        runner = pool.call(pid)
+        fut = pool.submit(sleepy_pid, 60)
+        time.sleep(0.5)
+        os.killpg(runner, signal.SIGSTOP)  # the runner and its sentinel: nothing answers
+        t0 = time.monotonic()
+        with pytest.raises(RunnerLostError) as info:
+            fut.result(timeout=30)
+        took = time.monotonic() - t0
+        assert took < 5.0 + 2 * 2.0 + 2, took  # the timeout, plus a heartbeat or two
+        assert "sent nothing for" in str(info.value) and "heartbeat_timeout=5" in str(info.value)
+        assert not wait_gone({runner}, 15), "the stopped runner was not killed"
+        assert pool.call(pid) != runner
+
+
+def test_heartbeat_timeout_is_checked() -> None:
+    with pytest.raises(ConfigError, match="heartbeat_timeout"):
+        Pool(heartbeat_timeout=1.0)  # not above twice heartbeat_interval (2 s)

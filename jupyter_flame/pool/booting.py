@@ -114,7 +114,8 @@ class Booting(PoolState):
             await self._discard(slot)
             return
         link = RunnerLink(channel, handle, on_idle_request=self._idle_request,
-                          on_lost=self._lost, on_stats=self._stats)
+                          on_lost=self._lost, on_stats=self._stats,
+                          heartbeat_timeout=self.options.heartbeat_timeout)
         try:
             await link.start(self._configure(slot.id))
         except Exception as exc:

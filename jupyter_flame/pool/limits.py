@@ -38,4 +38,7 @@ def validate_options(options: PoolOptions,
     check("heartbeat_interval", o.heartbeat_interval > 0, "use seconds > 0.")
     check("parent_timeout", o.parent_timeout > o.heartbeat_interval,
           "it must exceed heartbeat_interval.")
+    check("heartbeat_timeout",
+          o.heartbeat_timeout is None or o.heartbeat_timeout > 2 * o.heartbeat_interval,
+          "it must exceed twice heartbeat_interval, or be None to never give up.")
     check("interrupt_grace", o.interrupt_grace >= 0, "use seconds >= 0.")

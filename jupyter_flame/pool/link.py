@@ -77,6 +77,7 @@ class RunnerLink:
         on_idle_request: Callable[[RunnerLink, float], bool] | None = None,
         on_lost: Callable[[RunnerLink, RunnerLostError], None] | None = None,
         on_stats: Callable[[RunnerLink, dict[str, Any]], None] | None = None,
+        heartbeat_timeout: float | None = None,
     ) -> None:
         self.channel = channel
         self.handle = handle
@@ -93,6 +94,9 @@ class RunnerLink:
         self.load = 0
         self.last_used = time.monotonic()
         self.last_rtt: float | None = None
+        #: when the last whole frame arrived (half a frame does not count)
+        self.last_heard = time.monotonic()
+        self.heartbeat_timeout = heartbeat_timeout
         self.cache: dict[str, str] = {}
         self.tasks_done = 0
         self._ids = itertools.count(1)
@@ -195,6 +199,7 @@ class RunnerLink:
 
     def note_done(self, msg: Done) -> None:
         """Account for a task's Done (whoever read it)."""
+        self.last_heard = time.monotonic()
         self.tasks_done += 1
         if msg.cache or msg.ok:
             self.cache = dict(msg.cache)
@@ -203,6 +208,7 @@ class RunnerLink:
     # -- internals ---------------------------------------------------------------------------
     def handle_message(self, msg: object) -> None:
         """One message from the runner, in the loop's thread (whoever read it)."""
+        self.last_heard = time.monotonic()
         if isinstance(msg, (Stream, Display, ClearOutput)):
             entry = self._pending.get(msg.task)
             if entry is not None and entry[1] is not None:
@@ -252,6 +258,16 @@ class RunnerLink:
                 parked = self.baton.parked_for()
                 if parked is not None and parked >= interval:
                     self.baton.take()  # calls stopped: read idle requests and the runner's exit
+                    self.last_heard = max(self.last_heard, time.monotonic() - interval)
+                silent = time.monotonic() - self.last_heard
+                if self.heartbeat_timeout is not None and silent > self.heartbeat_timeout:
+                    await self.lose(RunnerLostError(
+                        f"Runner {self.id} of pool {self.pool!r} sent nothing for {silent:.3g} s "
+                        f"(heartbeat_timeout={self.heartbeat_timeout:g}): it is stopped, hung, "
+                        "cut off by the network, or its cell holds the GIL in C code. It is "
+                        "stopped and the next task gets a new runner; raise "
+                        "Pool(heartbeat_timeout=...) for cells that hold the GIL that long.", pool=self.pool, runner=self.id))
+                    return
                 await self.channel.send(Ping(time.monotonic()))
         except asyncio.CancelledError:
             raise
@@ -288,6 +304,8 @@ class RunnerLink:
             return self.lost.result()
         busy = len(self._pending)
         what = f"Runner {self.id} of pool '{self.pool}' was lost: {describe_exit(code)}"
+        if isinstance(exc, RunnerLostError):  # the kernel gave up on it (heartbeat_timeout)
+            what = str(exc).rstrip(".")
         if busy:
             what += f" while running {busy} task{'s' if busy != 1 else ''}"
         if isinstance(exc, ChannelAuthError):

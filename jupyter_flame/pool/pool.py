@@ -47,8 +47,10 @@ __all__ = ["Pool", "PoolKeywords", "all_pools", "default_backend", "get_pool", "
 #: options that change at runtime (``resize``); the others are fixed once the pool exists
 LIMITS = ("min", "max", "max_concurrency", "idle_shutdown_after", "boot_timeout", "timeout",
           "single_use")
-_OPTIONS = LIMITS + ("heartbeat_interval", "parent_timeout", "interrupt_grace")
-_FIXED = ("name", "backend", "spec", "heartbeat_interval", "parent_timeout", "interrupt_grace")
+_OPTIONS = LIMITS + ("heartbeat_interval", "heartbeat_timeout", "parent_timeout",
+                     "interrupt_grace")
+_FIXED = ("name", "backend", "spec", "heartbeat_interval", "heartbeat_timeout", "parent_timeout",
+          "interrupt_grace")
 
 
 def _fixed_error(name: str) -> ConfigError:
@@ -68,6 +70,7 @@ class PoolKeywords(TypedDict, total=False):
     single_use: bool
     spec: RunnerSpec | None
     heartbeat_interval: float
+    heartbeat_timeout: float | None
     parent_timeout: float
     interrupt_grace: float
     config: Config
@@ -107,6 +110,11 @@ class Pool(FlameConfigurable, concurrent.futures.Executor):
         "runner.")).tag(config=True)
     heartbeat_interval = Float(2.0, help="Seconds between the kernel's pings of each runner."
                                ).tag(config=True)
+    heartbeat_timeout = Float(30.0, allow_none=True, help=(
+        "A runner the kernel hears nothing from for this many seconds (no reply to pings, no "
+        "output: stopped, hung, cut off by the network, or a cell holding the GIL in C code) "
+        "is lost: its tasks fail with RunnerLostError and it is replaced. None: never."
+    )).tag(config=True)
     parent_timeout = Float(10.0, help=(
         "A runner that hears nothing from its kernel this many seconds shuts itself down "
         "(must exceed heartbeat_interval).")).tag(config=True)

@@ -42,6 +42,7 @@ class PoolOptions:
     timeout: float | None = None
     single_use: bool = False
     heartbeat_interval: float = 2.0
+    heartbeat_timeout: float | None = 30.0
     parent_timeout: float = 10.0
     interrupt_grace: float = 5.0
 
