@@ -462,3 +462,26 @@ def test_cleanup_kills_what_a_dead_runner_left_in_its_group(runtime: Path, mark:
     assert done == {"r8": "removed", "r7": "killed"}
     assert not local_records.alive(child)
     assert list_local_runner_records(runtime) == []
+
+
+def test_the_channel_key_is_nowhere_the_cell_can_read_it() -> None:
+    """Local runners get the pool key through an inherited pipe: not in their environment, not
+    in /proc/<pid>/environ (the environment a process started with), not in the cell's child
+    processes."""
+    from jupyter_flame import Pool
+
+    def look() -> dict[str, object]:
+        import os
+        import subprocess
+
+        environ = open(f"/proc/{os.getpid()}/environ", "rb").read()
+        child = subprocess.run(["env"], capture_output=True, text=True).stdout
+        return {"env": {k: v for k, v in os.environ.items() if "KEY" in k},
+                "proc": environ, "child": child, "pid": os.getpid()}
+
+    with Pool("keyless") as pool:
+        seen = pool.call(look)
+        key = pool._live.key.hex()  # the pool's channel key, for the check only
+    assert seen["env"] == {}
+    assert b"JUPYTER_FLAME_KEY=" not in seen["proc"] and key.encode() not in seen["proc"]
+    assert "JUPYTER_FLAME_KEY" not in seen["child"] and key not in seen["child"]

@@ -282,11 +282,25 @@ class LocalBackend(Backend):
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in request.runner_id)
         log = self._logs() / f"{safe}-{os.getpid()}-{time.monotonic_ns()}.log"
-        with open(log, "wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                self.python or sys.executable, "-m", RUNNER_MODULE, stdin=asyncio.subprocess.DEVNULL,
-                stdout=out, stderr=asyncio.subprocess.STDOUT, env=env,
-                cwd=self.runner_cwd(), start_new_session=True)
+        # The channel key goes through an inherited pipe, never the environment: a process's
+        # initial environment stays readable in /proc/<pid>/environ for its whole life.
+        key_read, key_write = os.pipe()
+        try:
+            os.write(key_write, env.pop("JUPYTER_FLAME_KEY").encode())
+            os.close(key_write)
+            env["JUPYTER_FLAME_KEY_FD"] = str(key_read)
+            with open(log, "wb") as out:
+                process = await asyncio.create_subprocess_exec(
+                    self.python or sys.executable, "-m", RUNNER_MODULE,
+                    stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                    stderr=asyncio.subprocess.STDOUT, env=env, cwd=self.runner_cwd(),
+                    start_new_session=True, pass_fds=(key_read,))
+        finally:
+            os.close(key_read)
+            try:
+                os.close(key_write)
+            except OSError:
+                pass  # closed above
         return process, log
 
     async def _watch(self, runner: _Runner) -> None:

@@ -31,6 +31,26 @@ class Fatal(Exception):
         self.code = code
 
 
+def _read_key(fd_text: str) -> str:
+    try:
+        fd = int(fd_text)
+    except ValueError:
+        raise Fatal(EXIT_BAD_ENV, f"JUPYTER_FLAME_KEY_FD={fd_text!r} is not a descriptor") from None
+    chunks = []
+    try:
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+    except OSError as exc:
+        raise Fatal(EXIT_BAD_ENV, f"cannot read the channel key from descriptor {fd}: {exc}"
+                    ) from None
+    finally:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return b"".join(chunks).decode("ascii", "replace").strip()
+
+
 def log(text: str) -> None:
     """A line on the runner's real stderr (the backend keeps it as the runner's log)."""
     stream = sys.__stderr__
@@ -62,6 +82,9 @@ def read_env(environ: Any = None) -> RunnerEnv:
     """
     env = os.environ if environ is None else environ
     key_hex = env.pop("JUPYTER_FLAME_KEY", None)
+    key_fd = env.pop("JUPYTER_FLAME_KEY_FD", None)
+    if key_fd is not None:  # local runners: an inherited pipe (nothing in /proc/<pid>/environ)
+        key_hex = _read_key(key_fd)
 
     def need(name: str) -> str:
         value = env.get(name)

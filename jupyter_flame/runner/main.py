@@ -5,8 +5,10 @@ parent sends (:mod:`jupyter_flame.channel.protocol` describes the conversation).
 by its environment (see :func:`jupyter_flame.backends.base.runner_env`):
 
 ``JUPYTER_FLAME_PARENT`` (``host:port``), ``JUPYTER_FLAME_RUNNER_ID``, ``JUPYTER_FLAME_POOL``,
-``JUPYTER_FLAME_KEY`` (hex; removed from the environment as soon as it is read, so cell code and
-child processes never see it), ``JUPYTER_FLAME_BOOT_TIMEOUT`` (seconds to keep dialling a parent
+``JUPYTER_FLAME_KEY`` (hex; pods, from a Secret; removed from the environment as soon as it is
+read, so cell code and child processes never see it there) or ``JUPYTER_FLAME_KEY_FD`` (local
+runners: an inherited pipe holding the key, read and closed at start, so the key is not in
+``/proc/<pid>/environ`` either), ``JUPYTER_FLAME_BOOT_TIMEOUT`` (seconds to keep dialling a parent
 that refuses connections; default 30) and ``JUPYTER_FLAME_CACHE_BYTES`` (bound of the value
 cache; default 4 GiB).
 
