@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from .sim_harness import Sim
+
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 
 #: Every process this test session starts inherits this marker, so the leftover check only
@@ -84,6 +86,14 @@ def no_runner_left_behind() -> Iterator[None]:
         except OSError:
             pass
     assert not leftover, f"runner processes left behind: {sorted(leftover)}"
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
+    """The local Kubernetes stand-in, one per test module that asks for it."""
+    s = Sim(tmp_path_factory.mktemp("sim"))
+    yield s
+    s.down()
 
 
 @pytest.fixture

@@ -7,14 +7,11 @@ outputs."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
 from nbclient import NotebookClient
-
-from .test_kernel_kubernetes import Sim
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -24,13 +21,6 @@ pytestmark = pytest.mark.kernel
 
 def _stand_in(nb: nbformat.NotebookNode) -> bool:
     return bool(nb.metadata.get("jupyter_flame", {}).get("environment") == "stand-in")
-
-
-@pytest.fixture(scope="module")
-def stand_in(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
-    sim = Sim(tmp_path_factory.mktemp("sim"))
-    yield sim
-    sim.down()
 
 
 def test_the_five_tutorials_are_there() -> None:
@@ -53,7 +43,7 @@ def test_notebook_runs(path: Path, request: pytest.FixtureRequest) -> None:
     nb = nbformat.read(path, as_version=4)
     env = dict(os.environ)
     if _stand_in(nb):
-        env.update(request.getfixturevalue("stand_in").env)
+        env.update(request.getfixturevalue("sim").env)
     else:
         for key in ("POD_NAME", "POD_NAMESPACE", "POD_IP", "KUBECONFIG"):
             env.pop(key, None)  # local runners, as on a laptop

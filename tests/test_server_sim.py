@@ -8,23 +8,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from tornado.httpclient import HTTPClientError
 
 from .server_harness import SERVER_CONFIG, runners, start_kernel, wait_for
-from .test_kernel_kubernetes import Sim
+from .sim_harness import Sim
 
 pytestmark = [pytest.mark.kernel, pytest.mark.sim, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
-    s = Sim(tmp_path_factory.mktemp("sim"))
-    yield s
-    s.down()
 
 
 @pytest.fixture

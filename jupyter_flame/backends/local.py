@@ -286,8 +286,10 @@ class LocalBackend(Backend):
         # initial environment stays readable in /proc/<pid>/environ for its whole life.
         key_read, key_write = os.pipe()
         try:
-            os.write(key_write, env.pop("JUPYTER_FLAME_KEY").encode())
-            os.close(key_write)
+            try:
+                os.write(key_write, env.pop("JUPYTER_FLAME_KEY").encode())
+            finally:
+                os.close(key_write)
             env["JUPYTER_FLAME_KEY_FD"] = str(key_read)
             with open(log, "wb") as out:
                 process = await asyncio.create_subprocess_exec(
@@ -297,10 +299,6 @@ class LocalBackend(Backend):
                     start_new_session=True, pass_fds=(key_read,))
         finally:
             os.close(key_read)
-            try:
-                os.close(key_write)
-            except OSError:
-                pass  # closed above
         return process, log
 
     async def _watch(self, runner: _Runner) -> None:

@@ -70,9 +70,6 @@ class StatePublisher:
             return  # no loop (a test driving the backend by hand): nothing to coalesce on
         self._pending[runner_id] = loop.call_later(self.interval, self._write, runner_id)
 
-    def state(self, runner_id: str) -> LiveState:
-        return dict(self._states.get(runner_id, {}))
-
     def forget(self, runner_id: str) -> None:
         """The runner ended: drop its state and any write still waiting."""
         self._states.pop(runner_id, None)
@@ -99,9 +96,3 @@ class StatePublisher:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.debug("publishing a runner's state failed", exc_info=task.exception())
-
-    def close(self) -> None:
-        for pending in self._pending.values():
-            pending.cancel()
-        self._pending.clear()
-        self._states.clear()

@@ -10,8 +10,7 @@ reaper and the "clean up orphans" action share.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypedDict
@@ -115,21 +114,15 @@ class ProcessMeter:
             self._procs.pop(pid, None)
             return None, None
 
-    def keep(self, pids: Iterable[int]) -> None:
-        """Forget processes outside ``pids`` (and their children)."""
-        wanted = set(pids)
-        for pid in list(self._procs):
-            if pid not in wanted:
-                try:
-                    if self._procs[pid].ppid() in self._procs:
-                        continue
-                except psutil.Error:
-                    pass
-                self._procs.pop(pid, None)
+    def prune(self) -> None:
+        """Forget processes that ended (runners and their children alike)."""
+        for pid, proc in list(self._procs.items()):
+            if not proc.is_running():
+                del self._procs[pid]
 
 
 def local_row(record: LocalRunnerRecord, *, now: float, notebooks: Mapping[str, str],
-              live_kernels: Iterable[str], meter: ProcessMeter | None = None) -> Row:
+              live_kernels: Collection[str], meter: ProcessMeter | None = None) -> Row:
     pid, kernel_id = record["pid"], record.get("kernel_id", "")
     running = alive(pid)
     cpu, rss = meter.read(pid) if (meter is not None and running) else (None, None)
@@ -139,7 +132,7 @@ def local_row(record: LocalRunnerRecord, *, now: float, notebooks: Mapping[str, 
         id=row_id("local", record.get("id", f"{record.get('runner_id')}-{pid}")),
         backend="local", runner_id=record.get("runner_id", ""), pool=record.get("pool", ""),
         kernel_id=kernel_id, notebook=notebooks.get(kernel_id, ""),
-        kernel_live=kernel_id in set(live_kernels), phase="Running" if running else "Exited",
+        kernel_live=kernel_id in live_kernels, phase="Running" if running else "Exited",
         reason="", activity=str(live.get("activity", "")) if running else "",
         node=record.get("node", ""), started=started, age=max(0.0, now - started) if started else 0.0,
         resources={k: str(v) for k, v in (record.get("resources") or {}).items()},
@@ -148,18 +141,19 @@ def local_row(record: LocalRunnerRecord, *, now: float, notebooks: Mapping[str, 
 
 
 def pod_row(pod: RunnerPod, *, now: float, notebooks: Mapping[str, str],
-            live_kernels: Iterable[str]) -> Row:
+            live_kernels: Collection[str]) -> Row:
     live = pod.get("live") or {}
     started = _epoch(pod.get("created", ""))
     kernel_id = pod.get("kernel_id", "")
     resources = dict(pod.get("resources") or {})
-    gpu_count = int(resources.get("gpu", "0") or 0) if resources.get("gpu", "0").isdigit() else 0
+    gpus = resources.get("gpu", "")
+    gpu_count = int(gpus) if gpus.isdigit() else 0
     running = pod.get("phase") == "Running"
     return Row(
         id=row_id("kubernetes", pod.get("namespace", ""), pod.get("name", "")),
         backend="kubernetes", runner_id=pod.get("runner_id", ""), pool=pod.get("pool", ""),
         kernel_id=kernel_id, notebook=notebooks.get(kernel_id, ""),
-        kernel_live=kernel_id in set(live_kernels), phase=pod.get("phase", "") or "Pending",
+        kernel_live=kernel_id in live_kernels, phase=pod.get("phase", "") or "Pending",
         reason=pod.get("reason", ""), activity=str(live.get("activity", "")) if running else "",
         node=pod.get("node", ""), started=started, age=max(0.0, now - started) if started else 0.0,
         resources=resources, gpus=[f"gpu {i}" for i in range(gpu_count)],
@@ -205,7 +199,3 @@ def orphan_reason(row: Row, ctx: Context) -> str:
 def reapable(row: Row) -> bool:
     """Whether the reaper deletes ``row`` by itself (else only "clean up orphans" does)."""
     return row.get("orphan", "") in REAPED
-
-
-def now() -> float:
-    return time.time()

@@ -34,9 +34,10 @@ class Kube:
         return list_runner_pods(self.core, self.namespace)
 
     def existing_pods(self, names: set[str]) -> frozenset[str]:
-        """Which of the pods ``names`` exist (the runners' notebook pods)."""
-        found = set()
-        for name in sorted(names):
+        """Which of the pods ``names`` exist (the runners' notebook pods); the one this server
+        runs in is taken as existing without asking."""
+        found = {self.parent} & names if self.parent else set()
+        for name in sorted(names - found):
             pod = call("get", "pods", self.namespace, self.core.read_namespaced_pod, name,
                        self.namespace, raw=True, missing_ok=True)
             if pod is not None:

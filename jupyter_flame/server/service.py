@@ -20,6 +20,7 @@ from traitlets import Bool, Float, Int
 from traitlets.config import LoggingConfigurable
 
 from jupyter_flame.backends.local_records import (
+    LocalRunnerRecord,
     list_local_runner_records,
     stop_local_runner,
 )
@@ -32,6 +33,7 @@ from jupyter_flame.server.inventory import (
     orphan_reason,
     pod_row,
     reapable,
+    row_id,
 )
 from jupyter_flame.server.kube import Kube
 
@@ -98,7 +100,7 @@ class FlameServer(LoggingConfigurable):
         for record in records:
             rows.append(local_row(record, now=now, notebooks=notebooks, live_kernels=live,
                                   meter=self.meter))
-        self.meter.keep(r["pid"] for r in records)
+        self.meter.prune()
         problems: list[dict[str, Any]] = []
         self.kube_error = None
         parents: frozenset[str] | None = None
@@ -156,13 +158,16 @@ class FlameServer(LoggingConfigurable):
             raise
 
     # -- actions -----------------------------------------------------------------------------
+    def _record(self, runner_id: str) -> LocalRunnerRecord:
+        """The runtime record behind a local row (read again: it may have gone meanwhile)."""
+        for record in list_local_runner_records(self.runtime_dir):
+            if row_id("local", record.get("id", "")) == runner_id:
+                return record
+        raise RunnerNotFound(runner_id)
+
     def _delete_blocking(self, row: Row) -> str:
         if row["backend"] == "local":
-            record = next((r for r in list_local_runner_records(self.runtime_dir)
-                           if f"local~{r.get('id')}" == row["id"]), None)
-            if record is None:
-                raise RunnerNotFound(row["id"])
-            return stop_local_runner(record, runtime_dir=self.runtime_dir)
+            return stop_local_runner(self._record(row["id"]), runtime_dir=self.runtime_dir)
         if self.kube is None:
             raise RunnerNotFound(row["id"])
         return "deleted" if self.kube.delete_pod(row["pod"]) else "already gone"
@@ -177,9 +182,8 @@ class FlameServer(LoggingConfigurable):
         row = await self.lookup(runner_id)
         count = max(1, min(lines or self.log_lines, 5000))
         if row["backend"] == "local":
-            logfile = next((r.get("log", "") for r in list_local_runner_records(self.runtime_dir)
-                            if f"local~{r.get('id')}" == row["id"]), "")
-            text = await asyncio.to_thread(_tail, logfile, count)
+            record = await asyncio.to_thread(self._record, runner_id)
+            text = await asyncio.to_thread(_tail, record.get("log", ""), count)
         else:
             assert self.kube is not None
             log_text = await asyncio.to_thread(self.kube.pod_log, row["pod"], count)

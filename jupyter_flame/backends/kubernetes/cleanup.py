@@ -98,6 +98,10 @@ def _live(notes: dict[str, str]) -> dict[str, Any]:
     return live if isinstance(live, dict) else {}
 
 
+def _int(text: str | None) -> int:
+    return int(text) if text and text.isdigit() else 0
+
+
 def runner_pod(pod: dict[str, Any]) -> RunnerPod:
     """A pod, as the API sent it (JSON), as a :class:`RunnerPod`."""
     meta, status = pod.get("metadata") or {}, pod.get("status") or {}
@@ -114,8 +118,7 @@ def runner_pod(pod: dict[str, Any]) -> RunnerPod:
         parent=labels.get(LABEL_PARENT, ""),
         owner_uid=owners[0].get("uid", "") if owners else "",
         kernel_id=notes.get(ANNOTATION_PREFIX + "kernel-id") or labels.get(LABEL_KERNEL, ""),
-        kernel_pid=int(notes.get(ANNOTATION_PREFIX + "kernel-pid", "0") or 0)
-        if str(notes.get(ANNOTATION_PREFIX + "kernel-pid", "0")).isdigit() else 0,
+        kernel_pid=_int(notes.get(ANNOTATION_PREFIX + "kernel-pid")),
         runner_id=labels.get(LABEL_RUNNER, ""),
         phase=status.get("phase", ""),
         node=(pod.get("spec") or {}).get("nodeName") or "",
