@@ -148,12 +148,13 @@ class NullAsyncBench:
 
 
 class ChannelBench:
-    def __init__(self) -> None:
+    def __init__(self, encrypt: bool = False) -> None:
         self.task = 0
+        self.encrypt = encrypt
 
     async def start(self) -> None:
         key = os.urandom(32)
-        self.listener = await Listener.start("127.0.0.1", key)
+        self.listener = await Listener.start("127.0.0.1", key, encrypt=self.encrypt)
         fut = self.listener.expect("bench")
         host, port = self.listener.address
         self.proc = await asyncio.create_subprocess_exec(
@@ -165,6 +166,7 @@ class ChannelBench:
             env={**os.environ, "K": key.hex()},
         )
         self.ch: Channel = await asyncio.wait_for(fut, 60)
+        assert self.ch.encrypted is self.encrypt
 
     async def call(self, fn: Any, *args: Any) -> Any:
         self.task += 1
@@ -197,7 +199,8 @@ def stats(samples: list[float]) -> tuple[float, float]:
 
 
 async def measure(
-    calls: dict[str, Callable[..., Awaitable[Any]]], n_warm: int, reps: dict[str, int]
+    calls: dict[str, Callable[..., Awaitable[Any]]], n_warm: int, reps: dict[str, int],
+    sizes: list[tuple[str, int]] = SIZES,
 ) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {name: {} for name in calls}
     samples: dict[str, list[float]] = {name: [] for name in calls}
@@ -222,7 +225,7 @@ async def measure(
             samples[name].append(await timed(name, operator.add, 1, 2))
     for name in calls:
         out[name]["b2b"] = stats(samples[name])
-    for label, size in SIZES:
+    for label, size in sizes:
         arr = np.ones(size, np.uint8)
         times: dict[str, list[float]] = {name: [] for name in calls}
         for name in calls:  # first touch of the receive buffers, not measured

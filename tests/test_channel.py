@@ -17,7 +17,6 @@ from typing import Any
 import cloudpickle
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from jupyter_flame.channel import _framing
 from jupyter_flame.channel.channel import DEFAULT_MAX_FRAME, Channel, ChannelClosedError
@@ -27,6 +26,14 @@ from jupyter_flame.channel.protocol import Call, Done, Packed, Ping, Stream
 from jupyter_flame.errors import ChannelAuthError
 
 HOST = "127.0.0.1"
+ENCRYPT = False  # set per test by the ``mode`` fixture: every test runs MAC-only and encrypted
+
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["mac", "aead"])
+def mode(request: pytest.FixtureRequest) -> bool:
+    global ENCRYPT
+    ENCRYPT = request.param
+    return ENCRYPT
 
 
 def async_test(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
@@ -43,10 +50,11 @@ async def pair(
 ) -> AsyncIterator[tuple[Listener, Channel, Channel]]:
     """(listener, parent channel, runner channel) connected over loopback."""
     key = key or os.urandom(32)
-    lst = await Listener.start(HOST, key, max_frame=max_frame)
+    lst = await Listener.start(HOST, key, max_frame=max_frame, encrypt=ENCRYPT)
     fut = lst.expect("r1")
     runner = await connect(*lst.address, key, "r1")
     parent = await asyncio.wait_for(fut, 5)
+    assert parent.encrypted is runner.encrypted is ENCRYPT
     try:
         yield lst, parent, runner
     finally:
@@ -72,9 +80,11 @@ def seal(ch: Channel, msg: object) -> tuple[bytes, int]:
     views = [b.raw() for b in bufs]
     if not views and len(payload) <= _framing.SMALL:
         return ch._sealer.small(payload), _framing.FIXED.size
-    head, fk = ch._sealer.header(len(payload), [v.nbytes for v in views])
-    body = head + payload + b"".join(bytes(v) for v in views)
-    return body + Poly1305.generate_tag(fk, body), len(head)
+    head, body = ch._sealer.header(len(payload), [v.nbytes for v in views])
+    sealed = b"".join(
+        bytes(body.seal(part, memoryview(bytearray(len(part)))))  # 'out' is used by AEAD only
+        for part in (payload, *views))
+    return head + sealed + body.finish(), len(head)
 
 
 class Evil:
@@ -154,7 +164,7 @@ async def test_concurrent_sends_never_interleave() -> None:
 @async_test
 async def test_subprocess_peer_round_trip() -> None:
     key = os.urandom(32)
-    lst = await Listener.start(HOST, key)
+    lst = await Listener.start(HOST, key, encrypt=ENCRYPT)
     fut = lst.expect("sub")
     code = textwrap.dedent(
         """
@@ -252,11 +262,12 @@ async def test_pickle_without_handshake_is_never_loaded(tmp_path: Path) -> None:
 async def test_malicious_frame_with_bad_mac_is_never_loaded(tmp_path: Path) -> None:
     """After a good handshake, a frame MAC'd with other keys is refused before unpickling."""
     async with pair() as (_, parent, runner):
-        forged = _framing.DirectionKeys(os.urandom(32), os.urandom(32))
+        forged = _framing.DirectionKeys(os.urandom(32), os.urandom(32),
+                                        os.urandom(32) if ENCRYPT else None)
         runner._sealer = _framing.FrameSealer(forged)
         target = tmp_path / "pwned"
         await runner.send(Evil(str(target)))
-        with pytest.raises(ChannelAuthError, match="MAC"):
+        with pytest.raises(ChannelAuthError, match="MAC|AEAD"):
             await parent.recv()
         assert parent.closed and not target.exists()
         with pytest.raises(ChannelClosedError):
@@ -369,10 +380,10 @@ async def test_oversize_frame_is_refused_before_allocation() -> None:
     async with pair(max_frame=1 << 20) as (_, parent, runner):
         await runner.send(np.zeros(1000, np.uint8))  # within the limit
         assert (await parent.recv()).sum() == 0
-        head, _ = runner._sealer.header(10, [1 << 40])  # declares a 1 TiB buffer
+        head, _ = runner._sealer.header(10, [1 << 35])  # declares a 32 GiB buffer
         await runner._conn.sendall(head)  # ...and sends nothing more
         with pytest.raises(ChannelAuthError, match="exceeds max_frame"):
-            await asyncio.wait_for(parent.recv(), 2)  # refused at once, not after 1 TiB
+            await asyncio.wait_for(parent.recv(), 2)  # refused at once, not after 32 GiB
 
 
 @async_test

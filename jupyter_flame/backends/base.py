@@ -67,7 +67,13 @@ from typing import Any
 
 from jupyter_flame._version import __version__
 from jupyter_flame.backends.published import StatePublisher
-from jupyter_flame.channel.protocol import EXIT_UNREACHABLE
+from jupyter_flame.channel.protocol import (
+    EXIT_AUTH,
+    EXIT_BAD_ENV,
+    EXIT_INTERNAL,
+    EXIT_PARENT_LOST,
+    EXIT_UNREACHABLE,
+)
 from jupyter_flame.config import FlameConfigurable, FlameConfigurableMeta
 from jupyter_flame.errors import BootError
 
@@ -119,7 +125,21 @@ def describe_exit(code: int | None) -> str:
         except ValueError:
             name = f"signal {-code}"
         return f"it was killed by {name}"
-    return f"it exited with code {code}"
+    why = _EXIT_MEANING.get(code)
+    return f"it exited with code {code}" + (f" ({why})" if why else "")
+
+
+#: What the runner's own exit codes mean (jupyter_flame.channel.protocol.EXIT_*), and the
+#: shell's 128+N for a process killed by signal N (how a container runtime reports it).
+_EXIT_MEANING = {
+    EXIT_INTERNAL: "an error inside the runner; its log has the traceback",
+    EXIT_BAD_ENV: "its JUPYTER_FLAME_* environment was missing or malformed",
+    EXIT_UNREACHABLE: "it could not reach the kernel",
+    EXIT_AUTH: "it could not authenticate with the kernel",
+    EXIT_PARENT_LOST: "it lost its connection to the kernel, or heard nothing from it",
+    128 + signal.SIGKILL: "killed by SIGKILL: out of memory, or killed from outside",
+    128 + signal.SIGTERM: "terminated by SIGTERM",
+}
 
 
 def exit_message(runner_id: str, pool: str, code: int, *, before_connecting: bool,
@@ -134,7 +154,8 @@ def exit_message(runner_id: str, pool: str, code: int, *, before_connecting: boo
     if before_connecting:
         message += " before connecting"
         if code == EXIT_UNREACHABLE:
-            message += f" (it could not reach the kernel at {parent})"
+            message = message.replace("(it could not reach the kernel)",
+                                      f"(it could not reach the kernel at {parent})")
     return message
 
 
@@ -273,6 +294,9 @@ class Backend(FlameConfigurable, metaclass=FlameConfigurableMeta):
 
     #: The name used with ``--backend`` and the ``jupyter_flame.backends`` entry points.
     name: str = ""
+    #: Whether pools on this backend encrypt their channels unless ``Pool.encrypt`` says
+    #: otherwise: a backend whose runners are reached over a network says True.
+    encrypt_channel: bool = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -1,9 +1,10 @@
-"""The kernel-runner channel: authenticated, sequenced, MAC'd frames with buffers out of band.
+"""The kernel-runner channel: authenticated (optionally AES-GCM encrypted), sequenced frames with
+buffers out of band.
 
 ``channel`` (``Channel``), ``listener`` (``Listener``, the parent's side), ``dial``
-(``connect``, the runner's side), ``_framing`` (frame layout and MACs, the handshake),
-``_conn`` (the socket and its staging buffer), ``_baton`` (who reads a channel), ``protocol``
-(the wire messages, frozen dataclasses).
+(``connect``, the runner's side), ``_framing`` (frame layout and MACs, the handshake), ``_seal``
+(MAC-only or AEAD frame bodies), ``_conn`` (the socket and its staging buffer), ``_baton`` (who
+reads a channel), ``protocol`` (the wire messages, frozen dataclasses).
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from cryptography.hazmat.primitives.poly1305 import Poly1305
-
+from jupyter_flame.channel._seal import Feed
 from jupyter_flame.errors import ChannelClosedError
 
 _STAGING = 256 * 1024
@@ -189,7 +188,7 @@ class Conn:
             self._start = self._end = 0
         return self._view[start : start + n]
 
-    def unstage(self, dest: memoryview, poly: Poly1305 | None) -> int:
+    def unstage(self, dest: memoryview, poly: Feed | None) -> int:
         """Move what is staged (at most ``len(dest)`` bytes) into ``dest``; return how many."""
         have = min(len(dest), self._end - self._start)
         if have:
@@ -207,8 +206,9 @@ class Conn:
             self._end += await self.recv_into(self._view[self._end :])
         return got
 
-    async def readinto(self, dest: memoryview, poly: Poly1305 | None = None) -> None:
-        """Fill ``dest`` exactly, feeding ``poly`` (when given) as bytes arrive.
+    async def readinto(self, dest: memoryview, poly: Feed | None = None) -> None:
+        """Fill ``dest`` exactly, feeding ``poly`` (when given) each chunk once it is in
+        ``dest`` (a MAC reads it; a decryption replaces it in place).
 
         Large reads go straight from the socket into ``dest`` inside the loop's readiness
         callback (as ``sock_sendall`` does for writes): one task wake-up per buffer, not per chunk.
@@ -217,10 +217,9 @@ class Conn:
         have = self.unstage(dest, poly)
         if n - have < _DIRECT_MIN:
             if n > have:
-                chunk = await self.read(n - have)
-                dest[have:] = chunk
+                dest[have:] = await self.read(n - have)
                 if poly is not None:
-                    poly.update(chunk)
+                    poly.update(dest[have:])
             return
         pos = self._fill(self.sock, dest, have, poly)
         if pos == n:
@@ -252,7 +251,7 @@ class Conn:
             self._release()
 
     @staticmethod
-    def _fill(sock: socket.socket, dest: memoryview, pos: int, poly: Poly1305 | None) -> int:
+    def _fill(sock: socket.socket, dest: memoryview, pos: int, poly: Feed | None) -> int:
         """Read what ``sock`` has now into ``dest[pos:]``; return the new position."""
         n = len(dest)
         while pos < n:
@@ -337,7 +336,7 @@ class BlockingReads:
                 raise ChannelClosedError("connection closed by peer")
             return end + k
 
-    async def readinto(self, dest: memoryview, poly: Poly1305 | None = None) -> None:
+    async def readinto(self, dest: memoryview, poly: Feed | None = None) -> None:
         n = len(dest)
         pos = self.conn.unstage(dest, poly)
         while True:

@@ -4,24 +4,34 @@
 Handshake (plain bytes, no pickle)::
 
     runner -> parent   HELLO = "JFLM" | version u16 | len(id) u16 | runner id (utf-8) | nonce_r[32]
-    parent -> runner   nonce_p[32] | tag_p[32]    tag_p = HMAC(key, "jupyter-flame/parent\0" | T)
+    parent -> runner   nonce_p[32] | mode u8 | tag_p[32]
+                                              tag_p = HMAC(key, "jupyter-flame/parent\0" | T)
     runner -> parent   tag_r[32]                  tag_r = HMAC(key, "jupyter-flame/runner\0" | T)
 
-``T`` (the transcript) is HELLO | nonce_p; HMAC is HMAC-SHA256 and tags are compared in constant
-time. Both sides then derive keys per direction ``dir`` (``p2r`` or ``r2p``): ``prk = HMAC(key,
-"jupyter-flame/session\0" | T)``, ``k_small = HMAC(prk, dir | "/small")``, ``k_otk = HMAC(prk,
-dir | "/otk")``; frame ``seq`` of a large frame gets two one-time Poly1305 keys ``hk | fk =
-HMAC-SHA512(k_otk, seq u64)`` (derived in batches of 64).
+``T`` (the transcript) is HELLO | nonce_p | mode; HMAC is HMAC-SHA256 and tags are compared in
+constant time. ``mode`` is the parent's choice: 1 = encrypt every frame (AEAD), 0 = MAC only;
+it is inside both tags, so it cannot be downgraded on the way. Both sides then derive keys per
+direction ``dir`` (``p2r`` or ``r2p``), never using the pool key itself on frames: ``prk =
+HMAC(key, "jupyter-flame/session\0" | T)``, ``k_small = HMAC(prk, dir | "/small")``, ``k_otk =
+HMAC(prk, dir | "/otk")``, and with encryption ``k_aead = HMAC(prk, dir | "/aead")``; frame
+``seq`` of a large frame gets two one-time Poly1305 keys ``hk | fk = HMAC-SHA512(k_otk, seq u64)``
+(derived in batches of 64).
 
 Frames (one message each; integers little endian)::
 
     fixed = seq u64 | payload length u64 | number of buffers u32
 
     small frame (no buffers, payload <= 64 KiB):
-        fixed | payload | BLAKE2b-128(key=k_small, fixed | payload)
+        MAC only:  fixed | payload | BLAKE2b-128(key=k_small, fixed | payload)
+        AEAD:      fixed | AES-256-GCM(k_aead, nonce=seq, aad=fixed, payload) | GCM tag
     large frame (otherwise):
         fixed | table (buffer length u64 each) | htag = Poly1305(hk, fixed | table)
-        | payload | buffer 0 | buffer 1 ... | Poly1305(fk, everything before)
+        | body = payload | buffer 0 | buffer 1 ...
+        | MAC only: Poly1305(fk, everything before)
+          AEAD:     body encrypted with AES-256-GCM(k_aead, nonce=seq, aad=fixed | table | htag),
+                    then its GCM tag
+
+Frames have the same size in both modes (see :mod:`._seal` for the body's sealing).
 
 ``seq`` counts frames per direction from 0 and must be the next one. A large frame's header is
 verified before anything is allocated for it (and its size checked against ``max_frame``); every
@@ -46,10 +56,19 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
 from jupyter_flame.channel._conn import BlockingReads, Conn
+from jupyter_flame.channel._seal import (
+    GCM_MAX,
+    AeadCheck,
+    AeadSeal,
+    BodySeal,
+    MacCheck,
+    MacSeal,
+    SmallAead,
+)
 from jupyter_flame.errors import ChannelAuthError, ChannelClosedError
 
 MAGIC = b"JFLM"
-VERSION = 1
+VERSION = 2  # 2: the parent's mode byte (encryption) in the handshake
 NONCE_SIZE = 32
 TAG_SIZE = 32
 HEADER_TAG_SIZE = 16
@@ -79,19 +98,23 @@ def runner_tag(key: bytes, transcript: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class DirectionKeys:
-    """The keys of one direction of one connection."""
+    """The keys of one direction of one connection (``aead`` only when encrypting)."""
 
     small: bytes
     otk: bytes
+    aead: bytes | None = None
 
 
-def session_keys(key: bytes, transcript: bytes) -> tuple[DirectionKeys, DirectionKeys]:
+def session_keys(key: bytes, transcript: bytes, encrypt: bool = False
+                 ) -> tuple[DirectionKeys, DirectionKeys]:
     """Derive ``(parent->runner, runner->parent)`` keys from the pool key and the transcript."""
     prk = mac(key, b"jupyter-flame/session\0" + transcript)
-    return (
-        DirectionKeys(mac(prk, b"p2r/small"), mac(prk, b"p2r/otk")),
-        DirectionKeys(mac(prk, b"r2p/small"), mac(prk, b"r2p/otk")),
-    )
+
+    def keys(d: bytes) -> DirectionKeys:
+        return DirectionKeys(mac(prk, d + b"/small"), mac(prk, d + b"/otk"),
+                             mac(prk, d + b"/aead") if encrypt else None)
+
+    return keys(b"p2r"), keys(b"r2p")
 
 
 class _OneTimeKeys:
@@ -131,29 +154,44 @@ def check_key(key: bytes) -> bytes:
 
 
 class FrameSealer:
-    """Numbers, and authenticates, the frames of one direction (sending side)."""
+    """Numbers, and authenticates (or encrypts), the frames of one direction (sending side)."""
 
     def __init__(self, keys: DirectionKeys) -> None:
         self._keys = _OneTimeKeys(keys)
         self._small = keys.small
+        self._aead = keys.aead
+        self._small_aead = SmallAead(keys.aead) if keys.aead else None
         self.seq = 0
+
+    @property
+    def encrypts(self) -> bool:
+        return self._aead is not None
 
     def small(self, payload: bytes) -> bytes:
         """The whole frame for a payload of at most ``SMALL`` bytes and no buffers."""
         seq = self.seq
         self.seq += 1
-        data = FIXED.pack(seq, len(payload), 0) + payload
+        fixed = FIXED.pack(seq, len(payload), 0)
+        if self._small_aead is not None:
+            return fixed + self._small_aead.seal(seq, fixed, payload)
+        data = fixed + payload
         return data + hashlib.blake2b(data, key=self._small, digest_size=SMALL_TAG_SIZE).digest()
 
-    def header(self, payload_len: int, lengths: list[int]) -> tuple[bytes, bytes]:
-        """Return ``fixed | table | htag`` and the frame's one-time key ``fk``."""
+    def header(self, payload_len: int, lengths: list[int]) -> tuple[bytes, BodySeal]:
+        """Return ``fixed | table | htag`` and the sealer of the frame's body."""
+        if self._aead is not None and payload_len + sum(lengths) > GCM_MAX:
+            raise ValueError(f"a frame of {payload_len + sum(lengths)} bytes is over the "
+                             f"{GCM_MAX}-byte limit of one encrypted frame")
         seq = self.seq
         self.seq += 1
         hk, fk = self._keys.get(seq)
         head = FIXED.pack(seq, payload_len, len(lengths))
         if lengths:
             head += struct.pack(f"<{len(lengths)}Q", *lengths)
-        return head + Poly1305.generate_tag(hk, head), fk
+        head += Poly1305.generate_tag(hk, head)
+        if self._aead is not None:
+            return head, AeadSeal(self._aead, seq, head)
+        return head, MacSeal(fk, head)
 
 
 class FrameOpener:
@@ -162,12 +200,18 @@ class FrameOpener:
     def __init__(self, keys: DirectionKeys, max_frame: int) -> None:
         self._keys = _OneTimeKeys(keys)
         self._small = keys.small
+        self._aead = keys.aead
+        self._small_aead = SmallAead(keys.aead) if keys.aead else None
         self.max_frame = max_frame
         self.seq = 0
         self.mid_frame = False
 
     def open_small(self, fixed: bytes, body: memoryview) -> bytes:
         """Verify a small frame (``body`` = payload | tag); return the payload."""
+        if self._small_aead is not None:
+            payload = self._small_aead.open(self.seq, fixed, body)
+            self.seq += 1
+            return payload
         payload = bytes(body[:-SMALL_TAG_SIZE])
         h = hashlib.blake2b(fixed, key=self._small, digest_size=SMALL_TAG_SIZE)
         h.update(payload)
@@ -190,9 +234,12 @@ class FrameOpener:
             raise ChannelAuthError(f"frame payload of {payload_len} bytes exceeds max_frame")
         return payload_len, nbuf
 
-    def open_header(self, head: bytes, tag: bytes | memoryview) -> tuple[int, list[int], bytes]:
-        """Verify the header's MAC and size; return payload length, buffer lengths and ``fk``."""
-        hk, fk = self._keys.get(self.seq)
+    def open_header(self, head: bytes, tag: bytes | memoryview
+                    ) -> tuple[int, list[int], MacCheck | AeadCheck]:
+        """Verify the header's MAC and size; return payload length, buffer lengths and the
+        checker of the frame's body."""
+        seq = self.seq
+        hk, fk = self._keys.get(seq)
         try:
             Poly1305.verify_tag(hk, head, bytes(tag))
         except InvalidSignature:
@@ -202,16 +249,19 @@ class FrameOpener:
         _, payload_len, nbuf = FIXED.unpack_from(head)
         lengths = list(struct.unpack_from(f"<{nbuf}Q", head, FIXED.size)) if nbuf else []
         total = payload_len + sum(lengths)
-        if total > self.max_frame:
+        if total > self.max_frame or (self._aead is not None and total > GCM_MAX):
             raise ChannelAuthError(
                 f"frame of {total} bytes exceeds max_frame={self.max_frame}; "
                 "raise max_frame on both ends to send larger values"
             )
         self.seq += 1
-        return payload_len, lengths, fk
+        whole = head + bytes(tag)
+        check = (AeadCheck(self._aead, seq, whole) if self._aead is not None
+                 else MacCheck(fk, whole))
+        return payload_len, lengths, check
 
     async def read(self, conn: Conn | BlockingReads
-                   ) -> tuple[bytes | memoryview, list[pickle.PickleBuffer], int]:
+                   ) -> tuple[bytes | bytearray | memoryview, list[pickle.PickleBuffer], int]:
         """Read and verify one frame; return its payload, its buffers and its size on the wire.
 
         Buffers are fresh numpy memory (writable). ``mid_frame`` tells whether a failure left
@@ -234,62 +284,59 @@ class FrameOpener:
             await conn.readinto(memoryview(table))
             rest = bytes(table)
         head = fixed + rest[:-HEADER_TAG_SIZE]
-        payload_len, lengths, fk = self.open_header(head, rest[-HEADER_TAG_SIZE:])
-        poly = Poly1305(fk)
-        poly.update(fixed + rest)
-        payload: bytes | memoryview
+        payload_len, lengths, check = self.open_header(head, rest[-HEADER_TAG_SIZE:])
+        payload: bytes | bytearray | memoryview
         if payload_len <= SMALL:
-            payload = bytes(await conn.read(payload_len))
-            poly.update(payload)
+            payload = bytearray(await conn.read(payload_len))
+            check.update(memoryview(payload))
         else:
             payload = np.empty(payload_len, np.uint8).data
-            await conn.readinto(payload, poly)
+            await conn.readinto(payload, check)
         arrays = [np.empty(n, np.uint8).data for n in lengths]
         for arr in arrays:
-            await conn.readinto(arr, poly)
-        self.verify(poly, bytes(await conn.read(FRAME_TAG_SIZE)))
+            await conn.readinto(arr, check)
+        check.verify(bytes(await conn.read(FRAME_TAG_SIZE)))
         self.mid_frame = False
         nbytes = len(fixed) + len(rest) + payload_len + sum(lengths) + FRAME_TAG_SIZE
         return payload, [pickle.PickleBuffer(a) for a in arrays], nbytes
 
-    @staticmethod
-    def verify(poly: Poly1305, tag: bytes) -> None:
-        try:
-            poly.verify(tag)
-        except InvalidSignature:
-            raise ChannelAuthError(
-                "frame failed its MAC check (tampered payload or buffer)"
-            ) from None
-
 
 # --- handshake (plain bytes) -----------------------------------------------------------------
-async def runner_handshake(conn: Conn, key: bytes, rid: bytes, where: str) -> bytes:
-    """Runner side: prove the parent holds ``key``, then prove we do; return the transcript."""
+async def runner_handshake(conn: Conn, key: bytes, rid: bytes, where: str
+                           ) -> tuple[bytes, bool]:
+    """Runner side: prove the parent holds ``key``, then prove we do; return the transcript
+    and whether the parent asked for encryption."""
     hello = HELLO.pack(MAGIC, VERSION, len(rid)) + rid + os.urandom(NONCE_SIZE)
     await conn.sendall(hello)
     try:
-        reply = bytes(await conn.read(NONCE_SIZE + TAG_SIZE))
+        reply = bytes(await conn.read(NONCE_SIZE + 1 + TAG_SIZE))
     except ChannelClosedError as exc:
         raise ChannelAuthError(
             f"the parent at {where} closed the connection during the handshake: it does not "
             f"expect runner {rid.decode()!r} (or speaks another protocol version)",
             runner=rid.decode(),
         ) from exc
-    transcript = hello + reply[:NONCE_SIZE]
-    if not hmac.compare_digest(parent_tag(key, transcript), reply[NONCE_SIZE:]):
+    transcript = hello + reply[: NONCE_SIZE + 1]
+    if not hmac.compare_digest(parent_tag(key, transcript), reply[NONCE_SIZE + 1 :]):
         raise ChannelAuthError(
             f"the parent at {where} failed the handshake: it does not hold this pool's key "
             "(wrong key, or not our parent)",
             runner=rid.decode(),
         )
+    mode = reply[NONCE_SIZE]
+    if mode not in (0, 1):
+        raise ChannelAuthError(f"the parent at {where} asked for unknown channel mode {mode}",
+                               runner=rid.decode())
     await conn.sendall(runner_tag(key, transcript))
-    return transcript
+    return transcript, mode == 1
 
 
 async def parent_handshake(
-    conn: Conn, key: bytes, expected: Callable[[str], bool], rid_box: list[str]
+    conn: Conn, key: bytes, expected: Callable[[str], bool], rid_box: list[str],
+    encrypt: bool = False,
 ) -> bytes:
-    """Parent side: read the hello, refuse unexpected ids, verify the runner; return transcript.
+    """Parent side: read the hello, refuse unexpected ids, tell the runner whether frames are
+    encrypted, verify the runner; return the transcript.
 
     The runner id is stored in ``rid_box[0]`` as soon as it is known (for error reports).
     """
@@ -304,8 +351,9 @@ async def parent_handshake(
         raise ChannelAuthError("runner id not expected")
     nonce_r = bytes(await conn.read(NONCE_SIZE))
     nonce_p = os.urandom(NONCE_SIZE)
-    transcript = HELLO.pack(magic, version, idlen) + rid_bytes + nonce_r + nonce_p
-    await conn.sendall(nonce_p + parent_tag(key, transcript))
+    mode = b"\x01" if encrypt else b"\x00"
+    transcript = HELLO.pack(magic, version, idlen) + rid_bytes + nonce_r + nonce_p + mode
+    await conn.sendall(nonce_p + mode + parent_tag(key, transcript))
     tag_r = bytes(await conn.read(TAG_SIZE))
     if not hmac.compare_digest(runner_tag(key, transcript), tag_r):
         raise ChannelAuthError("runner failed the handshake (wrong key)")

@@ -1,4 +1,5 @@
-"""The authenticated message channel between a kernel (the parent) and a runner.
+"""The authenticated (and, by choice, encrypted) message channel between a kernel (the parent)
+and a runner.
 
 One :class:`~jupyter_flame.channel.listener.Listener` per pool listens on the parent
 (:mod:`.listener`); each runner dials it with :func:`~jupyter_flame.channel.dial.connect`
@@ -7,8 +8,11 @@ Both ends prove they hold the pool's key (a mutual HMAC challenge on fresh nonce
 before anything is unpickled, and derive per-connection, per-direction session keys. Every frame is
 sequenced and authenticated over all of its bytes, out-of-band buffers included, before it is
 unpickled: small frames by keyed BLAKE2b; large ones by a header tag checked before anything is
-allocated (sizes are bounded by ``max_frame``) and a Poly1305 tag under a one-time key. The wire
-format and its rationale are in :mod:`jupyter_flame.channel._framing`; sockets in :mod:`._conn`.
+allocated (sizes are bounded by ``max_frame``) and a Poly1305 tag under a one-time key. With
+``Listener.start(encrypt=True)`` (the parent decides, inside the handshake's tags) every frame's
+payload and buffers are encrypted with AES-256-GCM instead, the sequence number as nonce, so a
+replayed, reordered or truncated frame fails closed just the same. The wire format and its
+rationale are in :mod:`jupyter_flame.channel._framing` and :mod:`._seal`; sockets in :mod:`._conn`.
 
 Messages are pickled with protocol 5; every ``pickle.PickleBuffer`` inside a message (such as
 :attr:`jupyter_flame.channel.protocol.Packed.buffers`) travels out of band, uncopied on send, and arrives
@@ -26,8 +30,6 @@ import pickle
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 
-from cryptography.hazmat.primitives.poly1305 import Poly1305
-
 from jupyter_flame.channel._conn import BlockingReads, Conn, drive
 from jupyter_flame.channel._framing import (
     FRAME_TAG_SIZE,
@@ -36,6 +38,7 @@ from jupyter_flame.channel._framing import (
     FrameOpener,
     FrameSealer,
 )
+from jupyter_flame.channel._seal import BodySeal
 from jupyter_flame.errors import ChannelAuthError, ChannelClosedError
 
 __all__ = ["DEFAULT_MAX_FRAME", "Channel", "ChannelClosedError", "Encoded"]
@@ -45,8 +48,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_FRAME = 16 * 1024**3
 """Largest frame (payload plus buffers, in bytes) a channel accepts unless told otherwise."""
 
-_CHUNK = 4 * 1024 * 1024  # large buffers are MAC'd and sent in chunks of this size
-
+_CHUNK = 4 * 1024 * 1024  # large buffers are sealed and sent in chunks of this size
 
 
 class Encoded:
@@ -97,6 +99,7 @@ class Channel:
         # ``_wire_busy`` is set while a frame handed to a write task is still going out.
         self._wire = threading.Lock()
         self._wire_busy = False
+        self._scratch: memoryview | None = None  # ciphertext of the frame going out (AEAD)
         self.bytes_sent = 0
         self.bytes_received = 0
         self.frames_sent = 0
@@ -109,6 +112,16 @@ class Channel:
     @property
     def max_frame(self) -> int:
         return self._opener.max_frame
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether frames are encrypted (AES-256-GCM), not only authenticated."""
+        return self._sealer.encrypts
+
+    def _scratch_buffer(self) -> memoryview:
+        if self._scratch is None:
+            self._scratch = memoryview(bytearray(_CHUNK))
+        return self._scratch
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
@@ -143,7 +156,7 @@ class Channel:
             if self.closed:
                 raise ChannelClosedError(f"channel to {self.peer_id!r} is closed")
             parts: list[bytes | memoryview]
-            poly: Poly1305 | None = None
+            body: BodySeal | None = None
             if not views and len(payload) <= SMALL:
                 data = self._sealer.small(payload)
                 self.bytes_sent += len(data)
@@ -154,24 +167,22 @@ class Channel:
                 total = len(data)
                 parts = [memoryview(data)[sent:]]
             else:
-                head, fk = self._sealer.header(len(payload), lengths)
+                head, body = self._sealer.header(len(payload), lengths)
                 total = len(head) + len(payload) + sum(lengths) + FRAME_TAG_SIZE
                 self.bytes_sent += total
                 self.frames_sent += 1
-                parts = [head + payload] if len(payload) <= SMALL else [head, payload]
-                parts.extend(views)
-                poly = Poly1305(fk)
-                if total <= _CHUNK:  # MAC it all and try to send it now, without a task
-                    for part in parts:
-                        poly.update(part)
-                    parts.append(poly.finalize())
-                    poly = None
+                parts = [payload, *views]
+                if total - len(head) - FRAME_TAG_SIZE <= _CHUNK:
+                    # seal it all and try to send it now, without a task
+                    parts = self._seal_all(head, body, parts)
+                    body = None
                     left = self._conn.try_sendv(parts)
                     if not left:
                         return total
                     parts = list(left)
             self._wire_busy = True
-            task = asyncio.get_running_loop().create_task(self._write(parts, poly))
+            task = asyncio.get_running_loop().create_task(
+                self._write(parts, body, head if body is not None else b""))
             task.add_done_callback(_consume_result)
             handed_off = True
         except BaseException:
@@ -221,27 +232,46 @@ class Channel:
         finally:
             self._wire.release()
 
-    async def _write(self, parts: list[bytes | memoryview], poly: Poly1305 | None) -> None:
-        """Write ``parts``; with ``poly``, MAC each chunk just before it goes out (so the MAC
-        overlaps the peer's reading) and send the tag with the last chunk."""
+    def _seal_all(self, head: bytes, body: BodySeal, parts: list[bytes | memoryview]
+                  ) -> list[bytes | memoryview]:
+        """The whole frame of a body of at most ``_CHUNK`` bytes, ready to send."""
+        if body.copies:  # encrypted into the scratch buffer, in one piece
+            scratch, pos = self._scratch_buffer(), 0
+            for part in parts:
+                n = len(memoryview(part).cast("B"))
+                body.seal(part, scratch[pos : pos + n])
+                pos += n
+            return [head, scratch[:pos], body.finish()]
+        for part in parts:  # MAC only: the parts go out as they are
+            body.seal(part, None)
+        if len(parts[0]) <= SMALL:  # one write for the header and a small payload
+            return [head + parts[0], *parts[1:], body.finish()]
+        return [head, *parts, body.finish()]
+
+    async def _write(self, parts: list[bytes | memoryview], body: BodySeal | None,
+                     head: bytes = b"") -> None:
+        """Write ``parts``; with ``body``, send ``head`` and then seal each chunk of ``parts``
+        just before it goes out (so the sealing overlaps the peer's reading), and send the tag
+        with the last chunk."""
         conn = self._conn
         try:
-            if poly is None:
+            if body is None:
                 await conn.sendv(parts)
                 return
-            pending: list[bytes | memoryview] = []
-            size = 0
+            scratch = self._scratch_buffer() if body.copies else None
+            pending: list[bytes | memoryview] = [head]
+            size = len(head)
             for part in parts:
-                view = memoryview(part)
+                view = memoryview(part).cast("B")
                 for start in range(0, len(view), _CHUNK):
                     chunk = view[start : start + _CHUNK]
-                    poly.update(chunk)
-                    pending.append(chunk)
-                    size += len(chunk)
-                    if size >= _CHUNK:
+                    if size + len(chunk) > _CHUNK:
                         await conn.sendv(pending)
                         pending, size = [], 0
-            pending.append(poly.finalize())
+                    out = scratch[size : size + len(chunk)] if scratch is not None else None
+                    pending.append(body.seal(chunk, out))
+                    size += len(chunk)
+            pending.append(body.finish())
             await conn.sendv(pending)
         except BaseException:
             self.close()
@@ -287,9 +317,9 @@ class Channel:
         """Whether a frame is half read (reading may change hands only between frames)."""
         return self._opener.mid_frame
 
-    async def _guard(self, reading: Awaitable[tuple[bytes | memoryview,
+    async def _guard(self, reading: Awaitable[tuple[bytes | bytearray | memoryview,
                                                      list[pickle.PickleBuffer], int]]
-                     ) -> tuple[bytes | memoryview, list[pickle.PickleBuffer], int]:
+                     ) -> tuple[bytes | bytearray | memoryview, list[pickle.PickleBuffer], int]:
         if self.closed:
             if isinstance(reading, Coroutine):
                 reading.close()
@@ -308,7 +338,7 @@ class Channel:
                 self.close()  # a partially read frame leaves the stream unusable
             raise
 
-    def _loaded(self, frame: tuple[bytes | memoryview, list[pickle.PickleBuffer], int]) -> object:
+    def _loaded(self, frame: tuple[bytes | bytearray | memoryview, list[pickle.PickleBuffer], int]) -> object:
         payload, buffers, nbytes = frame
         self.bytes_received += nbytes
         self.frames_received += 1

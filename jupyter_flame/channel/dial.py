@@ -50,9 +50,9 @@ async def _dial(host: str, port: int, key: bytes, rid: bytes, max_frame: int) ->
         nodelay(sock)
         await loop.sock_connect(sock, addr)
         conn = Conn(sock)
-        transcript = await runner_handshake(conn, key, rid, f"{host}:{port}")
+        transcript, encrypt = await runner_handshake(conn, key, rid, f"{host}:{port}")
     except BaseException:
         sock.close()
         raise
-    p2r, r2p = session_keys(key, transcript)
+    p2r, r2p = session_keys(key, transcript, encrypt)
     return Channel(conn, rid.decode(), tx=r2p, rx=p2r, max_frame=max_frame)

@@ -47,8 +47,9 @@ class Listener:
 
     def __init__(self, sock: socket.socket, key: bytes, max_frame: int,
                  handshake_timeout: float = HANDSHAKE_TIMEOUT,
-                 max_handshakes: int = MAX_HANDSHAKES) -> None:
+                 max_handshakes: int = MAX_HANDSHAKES, encrypt: bool = False) -> None:
         self._sock = sock
+        self.encrypt = encrypt
         self.handshake_timeout = handshake_timeout
         self.max_handshakes = max_handshakes
         self._slots = asyncio.Semaphore(max_handshakes)
@@ -69,8 +70,12 @@ class Listener:
     async def start(
         cls, host: str, key: bytes, port: int = 0, *, max_frame: int = DEFAULT_MAX_FRAME,
         handshake_timeout: float = HANDSHAKE_TIMEOUT, max_handshakes: int = MAX_HANDSHAKES,
+        encrypt: bool = False,
     ) -> Listener:
-        """Listen on ``host:port`` (port 0 picks a free one; see :attr:`address`)."""
+        """Listen on ``host:port`` (port 0 picks a free one; see :attr:`address`).
+
+        ``encrypt`` makes every channel it accepts encrypt all frames (AES-256-GCM); otherwise
+        frames are authenticated only. The runner learns it in the handshake."""
         key = check_key(key)
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -84,7 +89,7 @@ class Listener:
         except BaseException:
             sock.close()
             raise
-        return cls(sock, key, max_frame, handshake_timeout, max_handshakes)
+        return cls(sock, key, max_frame, handshake_timeout, max_handshakes, encrypt)
 
     def expect(self, runner_id: str) -> asyncio.Future[Channel]:
         """A future resolved with the channel once ``runner_id`` connects and authenticates."""
@@ -204,7 +209,7 @@ class Listener:
             fut = self._expected.get(rid)
             return fut is not None and not fut.done() and not self._closed
 
-        transcript = await parent_handshake(conn, self._key, expected, rid_box)
+        transcript = await parent_handshake(conn, self._key, expected, rid_box, self.encrypt)
         conn.grow()
-        p2r, r2p = session_keys(self._key, transcript)
+        p2r, r2p = session_keys(self._key, transcript, self.encrypt)
         return Channel(conn, rid_box[0], tx=p2r, rx=r2p, max_frame=self._max_frame)

@@ -34,7 +34,7 @@ class Booting(PoolState):
 
             # parent_host() may ask the Kubernetes API (no POD_IP): not on the loop
             host = await asyncio.to_thread(self.backend.parent_host)
-            self.listener = await Listener.start(host, self.key)
+            self.listener = await Listener.start(host, self.key, encrypt=self.encrypts)
             self._unsubscribe = self.backend.subscribe(self._on_event)
             try:
                 await self.backend.sweep(self.kernel_id, self.name)

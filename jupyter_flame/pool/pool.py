@@ -48,9 +48,8 @@ __all__ = ["Pool", "PoolKeywords", "all_pools", "default_backend", "get_pool", "
 LIMITS = ("min", "max", "max_concurrency", "idle_shutdown_after", "boot_timeout", "timeout",
           "single_use")
 _OPTIONS = LIMITS + ("heartbeat_interval", "heartbeat_timeout", "parent_timeout",
-                     "interrupt_grace")
-_FIXED = ("name", "backend", "spec", "heartbeat_interval", "heartbeat_timeout", "parent_timeout",
-          "interrupt_grace")
+                     "interrupt_grace", "encrypt")
+_FIXED = ("name", "backend", "spec", *_OPTIONS[len(LIMITS):])
 
 
 def _fixed_error(name: str) -> ConfigError:
@@ -73,6 +72,7 @@ class PoolKeywords(TypedDict, total=False):
     heartbeat_timeout: float | None
     parent_timeout: float
     interrupt_grace: float
+    encrypt: bool | None
     config: Config
     #: option -> (value, source) used when neither a keyword nor the config sets it
     _fallbacks: dict[str, tuple[Any, str]]
@@ -121,6 +121,12 @@ class Pool(FlameConfigurable, concurrent.futures.Executor):
     interrupt_grace = Float(5.0, help=(
         "After an interrupt, seconds a runner may take to stop the task before it is killed "
         "and replaced.")).tag(config=True)
+
+    encrypt = Bool(None, allow_none=True, help=(
+        "Encrypt every frame between the kernel and its runners (AES-256-GCM, keys per "
+        "connection), not only authenticate it. None: the backend decides: on for kubernetes "
+        "(frames cross the pod network), off for local (loopback between processes of one "
+        "user; frames stay authenticated).")).tag(config=True)
 
     _core: PoolCore | None = None
     _syncing = False

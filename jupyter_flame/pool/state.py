@@ -45,6 +45,7 @@ class PoolOptions:
     heartbeat_timeout: float | None = 30.0
     parent_timeout: float = 10.0
     interrupt_grace: float = 5.0
+    encrypt: bool | None = None  # None: the backend's encrypt_channel
 
 
 @dataclass
@@ -66,6 +67,13 @@ class RunnerSlot:
 
 class PoolState:
     """See :class:`jupyter_flame.pool.pool.Pool` for the meaning of every option."""
+
+    @property
+    def encrypts(self) -> bool:
+        """Whether this pool's channels encrypt frames (``Pool.encrypt``, else the backend's
+        choice)."""
+        chosen = self.options.encrypt
+        return self.backend.encrypt_channel if chosen is None else chosen
 
     def __init__(self, name: str, backend: Backend, spec: RunnerSpec, options: PoolOptions,
                  kernel_id: str) -> None:

@@ -67,6 +67,8 @@ class PoolStatus(TypedDict):
     boot_timeout: float
     timeout: float | None
     single_use: bool
+    #: "encrypted" (AES-256-GCM) or "authenticated" (MAC only): how frames travel
+    channel: str
     #: work waiting for a runner (FIFO)
     waiting: int
     runners: list[RunnerStatus]
@@ -148,6 +150,7 @@ def snapshot(core: PoolCore, *, name: str, backend: str, spec: str,
         "boot_timeout": o.boot_timeout,
         "timeout": o.timeout,
         "single_use": o.single_use,
+        "channel": "encrypted" if core.encrypts else "authenticated",
         "waiting": sum(1 for f in core.waiters if not f.done()),
         "runners": runners,
         "boots": core.boots,
@@ -190,7 +193,8 @@ def render_text(statuses: Iterable[PoolStatus]) -> str:
         limits = (f"min={st['min']} max={st['max']} max_concurrency={st['max_concurrency']} "
                   f"idle_shutdown_after={_fmt(st['idle_shutdown_after'])}s")
         state = "shut down" if st["closed"] else f"{len(st['runners'])} runner(s)"
-        out.append(f"Pool {st['name']!r} [{st['backend']}; {st['spec']}] {limits}: {state}, "
+        out.append(f"Pool {st['name']!r} [{st['backend']}; {st['spec']}; channel "
+                   f"{st.get('channel', '?')}] {limits}: {state}, "
                    f"{st['waiting']} waiting, {st['tasks_done']} task(s) done"
                    + (f" ({st['direct_calls']} calls sent by the calling thread itself)"
                       if st["direct_calls"] else ""))

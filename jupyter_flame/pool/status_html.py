@@ -73,7 +73,8 @@ def render_html(statuses: Iterable[PoolStatus]) -> str:
         state = "shut down" if st["closed"] else f"{len(st['runners'])} runner(s)"
         out.append(
             f'<div class="flame-pool" style="margin-top:4px"><b>{html.escape(st["name"])}</b> '
-            f"[{html.escape(st['backend'])}; {html.escape(st['spec'])}] min={st['min']} "
+            f"[{html.escape(st['backend'])}; {html.escape(st['spec'])}; channel "
+            f"{html.escape(st.get('channel', '?'))}] min={st['min']} "
             f"max={st['max']} max_concurrency={st['max_concurrency']}: {state}, "
             f"{st['waiting']} waiting, {st['tasks_done']} task(s) done</div>")
         if st["runners"]:

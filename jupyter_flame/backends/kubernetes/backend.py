@@ -90,6 +90,7 @@ class KubernetesBackend(PodRunners):
     """
 
     name = "kubernetes"
+    encrypt_channel = True  # frames cross the pod network
 
     namespace = Unicode(None, allow_none=True, help=(
         "Where runner pods go. None: $POD_NAMESPACE, else the in-cluster or kubeconfig "
