@@ -350,6 +350,10 @@ def test_gpu_request_without_gpus_says_so(tmp_path: Path) -> None:
         assert res.error is not None and res.error["ename"] == "ConfigError"
         text = ANSI.sub("", res.traceback_text())
         assert "--gpu 1 asks for a GPU, but this machine has none (nvidia-smi not found)" in text
+        # the pool the failed cell made is gone, not left in %flame status
+        status = ANSI.sub("", k.run("%flame status").text)
+        assert "gpu=1" not in status, status
+        assert k.value("__import__('jupyter_flame').pool.pool.all_pools()") == []
         k.run("%flame shutdown --all")
     finally:
         k.shutdown()

@@ -223,6 +223,38 @@ def test_a_silent_runner_is_lost_within_the_heartbeat_timeout() -> None:
         assert pool.call(pid) != runner
 
 
+def half_a_frame_then_silence() -> None:
+    """Runner side: start a frame, send half of it, then hold the channel's write side so
+    nothing else (no pong, no output) ever goes out."""
+    import gc
+    import time
+
+    from jupyter_flame.channel import _framing
+    from jupyter_flame.channel.channel import Channel
+
+    ch = next(o for o in gc.get_objects() if isinstance(o, Channel))
+    ch._wire.acquire()
+    frame = _framing.FIXED.pack(ch._sealer.seq, 1000, 0) + b"x" * 300  # of 1016 body bytes
+    ch._conn.sock.send(frame)
+    time.sleep(600)
+
+
+def test_half_a_frame_then_silence_is_lost_within_the_heartbeat_timeout() -> None:
+    """The kernel reading a frame that never completes: the task fails with RunnerLostError
+    within heartbeat_timeout (not after the 270 s and more it once took), the runner is
+    killed, and the pool serves the next task with a new runner."""
+    with Pool(max=1, heartbeat_timeout=5.0) as pool:
+        runner = pool.call(pid)
+        t0 = time.monotonic()
+        with pytest.raises(RunnerLostError) as info:
+            pool.call(half_a_frame_then_silence)
+        took = time.monotonic() - t0
+        assert took < 5.0 + 2 * 2.0 + 2, took
+        assert "sent nothing for" in str(info.value)
+        assert not wait_gone({runner}, 15), "the silent runner was not killed"
+        assert pool.call(pid) != runner
+
+
 def test_heartbeat_timeout_is_checked() -> None:
     with pytest.raises(ConfigError, match="heartbeat_timeout"):
         Pool(heartbeat_timeout=1.0)  # not above twice heartbeat_interval (2 s)

@@ -113,6 +113,10 @@ class Channel:
     def max_frame(self) -> int:
         return self._opener.max_frame
 
+    def set_max_frame(self, limit: int) -> None:
+        """Change the largest frame this end accepts (the peer's limit should match)."""
+        self._opener.max_frame = limit
+
     @property
     def encrypted(self) -> bool:
         """Whether frames are encrypted (AES-256-GCM), not only authenticated."""

@@ -94,6 +94,7 @@ class Configure:
     single_use: bool = False
     cwd: str | None = None
     sys_path: tuple[str, ...] = ()
+    max_frame: int = 16 * 1024**3  # the pool's limit on one message, both ways
 
 
 @dataclass(frozen=True)

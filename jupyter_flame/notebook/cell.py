@@ -74,12 +74,14 @@ def prepare(shell: Any, source: str, pool: Pool, *, skip: tuple[str, ...] = (),
     """Analyse and pack a cell. Raises ``SyntaxError`` or ``SerializationError``; sends
     nothing."""
     from jupyter_flame.values.capture import analyze, names_to_ship
-    from jupyter_flame.values.shipping import pack_namespace, warn_size
+    from jupyter_flame.values.shipping import check_frame_limit, pack_namespace, warn_size
 
     python = shell.transform_cell(source)
     names = analyze(python)
     ship = names_to_ship(names, shell.user_ns, skip=skip)
     packed = pack_namespace(shell.user_ns, ship)
+    check_frame_limit({n: p.nbytes for n, p in packed.items()}, pool.options.max_frame,
+                      "This cell sends")
     if warn_bytes is not None:
         import warnings
 

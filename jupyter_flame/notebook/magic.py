@@ -14,7 +14,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from traitlets import Bool, Int, TraitError, Unicode, validate
 
 from jupyter_flame.config import check_values
-from jupyter_flame.errors import ConfigError
+from jupyter_flame.errors import BootError, ConfigError
 from jupyter_flame.notebook.options import (
     cell_parser,
     parse_cell_line,
@@ -94,14 +94,27 @@ class FlameMagics(Magics):
     def _cell(self, line: str, cell: str) -> Any:
         from jupyter_flame.notebook.cell import prepare, run_foreground
         from jupyter_flame.notebook.job import run_background
+        from jupyter_flame.pool.pool import all_pools
 
         opts = parse_cell_line(line)
+        before = {id(p) for p in all_pools()}
         pool = self._resolve_pool(opts.pool, opts.backend, opts.spec, opts.shaped)
-        req = prepare(self.shell, cell, pool, skip=opts.skip, timeout=opts.timeout,
-                      warn_bytes=self.warn_bytes, quiet=opts.quiet or self.quiet)
-        if opts.bg:
-            return run_background(self.shell, req)
-        return run_foreground(self.shell, req)
+        made = id(pool) not in before
+        try:  # a syntax error, an unpicklable value...: nothing was sent or booted
+            req = prepare(self.shell, cell, pool, skip=opts.skip, timeout=opts.timeout,
+                          warn_bytes=self.warn_bytes, quiet=opts.quiet or self.quiet)
+        except BaseException:
+            if made:
+                _drop_if_never_served(pool)
+            raise
+        try:
+            if opts.bg:
+                return run_background(self.shell, req)
+            return run_foreground(self.shell, req)
+        except (ConfigError, BootError):
+            if made:
+                _drop_if_never_served(pool)
+            raise
 
     def _resolve_pool(self, name: str | None, backend: str | None, spec: Any,
                       shaped: bool) -> Any:
@@ -233,3 +246,13 @@ class FlameMagics(Magics):
         for name in args:
             get_pool(name).shutdown()
             print(f"Shut down pool {name!r}.")
+
+
+def _drop_if_never_served(pool: Any) -> None:
+    """A pool this cell made whose first cell failed to configure or boot, with no runner to
+    show for it, is shut down: ``%flame status`` does not keep listing it (the error was
+    shown under the cell), and the next cell starts afresh."""
+    status = pool.status()
+    if status["tasks_done"] == 0 and not status["runners"]:
+        pool.shutdown()
+

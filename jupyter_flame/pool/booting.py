@@ -34,7 +34,8 @@ class Booting(PoolState):
 
             # parent_host() may ask the Kubernetes API (no POD_IP): not on the loop
             host = await asyncio.to_thread(self.backend.parent_host)
-            self.listener = await Listener.start(host, self.key, encrypt=self.encrypts)
+            self.listener = await Listener.start(host, self.key, encrypt=self.encrypts,
+                                                 max_frame=self.options.max_frame)
             self._unsubscribe = self.backend.subscribe(self._on_event)
             try:
                 await self.backend.sweep(self.kernel_id, self.name)
@@ -156,6 +157,7 @@ class Booting(PoolState):
             parent_timeout=self.options.parent_timeout,
             single_use=self.options.single_use,
             cwd=self.backend.runner_cwd(),
+            max_frame=self.options.max_frame,
         )
 
     def _boot_failed(self, err: BaseException) -> None:

@@ -42,3 +42,4 @@ def validate_options(options: PoolOptions,
           o.heartbeat_timeout is None or o.heartbeat_timeout > 2 * o.heartbeat_interval,
           "it must exceed twice heartbeat_interval, or be None to never give up.")
     check("interrupt_grace", o.interrupt_grace >= 0, "use seconds >= 0.")
+    check("max_frame", o.max_frame >= 1024 * 1024, "use bytes >= 1 MiB (1048576).")

@@ -308,6 +308,8 @@ class RunnerLink:
             what = str(exc).rstrip(".")
         if busy:
             what += f" while running {busy} task{'s' if busy != 1 else ''}"
+        if self.handle.info.get("exit_reason"):  # the backend knows more (out of memory...)
+            what += f" ({self.handle.info['exit_reason']})"
         if isinstance(exc, ChannelAuthError):
             what += f" (channel authentication failed: {exc})"
         err = RunnerLostError(what + ".", exit_code=code, pool=self.pool, runner=self.id)

@@ -48,7 +48,7 @@ __all__ = ["Pool", "PoolKeywords", "all_pools", "default_backend", "get_pool", "
 LIMITS = ("min", "max", "max_concurrency", "idle_shutdown_after", "boot_timeout", "timeout",
           "single_use")
 _OPTIONS = LIMITS + ("heartbeat_interval", "heartbeat_timeout", "parent_timeout",
-                     "interrupt_grace", "encrypt")
+                     "interrupt_grace", "encrypt", "max_frame")
 _FIXED = ("name", "backend", "spec", *_OPTIONS[len(LIMITS):])
 
 
@@ -73,6 +73,7 @@ class PoolKeywords(TypedDict, total=False):
     parent_timeout: float
     interrupt_grace: float
     encrypt: bool | None
+    max_frame: int
     config: Config
     #: option -> (value, source) used when neither a keyword nor the config sets it
     _fallbacks: dict[str, tuple[Any, str]]
@@ -127,6 +128,11 @@ class Pool(FlameConfigurable, concurrent.futures.Executor):
         "connection), not only authenticate it. None: the backend decides: on for kubernetes "
         "(frames cross the pod network), off for local (loopback between processes of one "
         "user; frames stay authenticated).")).tag(config=True)
+
+    max_frame = Int(16 * 1024**3, help=(
+        "Largest message between the kernel and a runner, in bytes: what one cell ships (or "
+        "one call's arguments), and what it sends back. Larger values fail before they are "
+        "sent, naming the variables. Both ends enforce it.")).tag(config=True)
 
     _core: PoolCore | None = None
     _syncing = False
@@ -256,7 +262,10 @@ class Pool(FlameConfigurable, concurrent.futures.Executor):
                    kwargs: dict[str, Any]) -> Packed:
         if self.closed:
             raise RuntimeError(f"cannot schedule new futures after pool '{self.name}' shut down")
-        packed: Packed = _shipping().pack((fn, args, kwargs), digest=False)  # never cached
+        shipping = _shipping()
+        packed: Packed = shipping.pack((fn, args, kwargs), digest=False)  # never cached
+        shipping.check_frame_limit({f"the arguments of {getattr(fn, '__name__', 'the call')}":
+                                    packed.nbytes}, self.options.max_frame, "This call sends")
         return packed
 
     async def _call(self, packed: Any) -> Any:

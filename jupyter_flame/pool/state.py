@@ -46,6 +46,7 @@ class PoolOptions:
     parent_timeout: float = 10.0
     interrupt_grace: float = 5.0
     encrypt: bool | None = None  # None: the backend's encrypt_channel
+    max_frame: int = 16 * 1024**3
 
 
 @dataclass

@@ -26,6 +26,7 @@ import sys
 import time
 import tokenize
 import traceback
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -34,12 +35,13 @@ from IPython.core.interactiveshell import InteractiveShell
 from traitlets.config import Config
 
 from jupyter_flame.channel.protocol import Call, Done, ErrorInfo, Execute, Packed
+from jupyter_flame.errors import SerializationError
 from jupyter_flame.runner.env import DEFAULT_CACHE_BYTES
 from jupyter_flame.runner.jobs import Job
 from jupyter_flame.runner.value_cache import Entry as _Entry
 from jupyter_flame.runner.value_cache import ValueCache
 from jupyter_flame.values.capture import is_ignored
-from jupyter_flame.values.shipping import digest, pack, unpack
+from jupyter_flame.values.shipping import check_frame_limit, digest, pack, unpack
 
 __all__ = ["DEFAULT_CACHE_BYTES", "Executor", "ValueCache", "error_info", "make_shell"]
 
@@ -189,9 +191,11 @@ def _why(exc: BaseException) -> str:
 class Executor:
     """Runs :class:`Execute` and :class:`Call` tasks; one per runner, thread-safe."""
 
-    def __init__(self, shell: InteractiveShell, cache: ValueCache) -> None:
+    def __init__(self, shell: InteractiveShell, cache: ValueCache,
+                 max_frame: Callable[[], int] = lambda: 16 * 1024**3) -> None:
         self.shell = shell
         self.cache = cache
+        self._max_frame = max_frame  # the pool's (Configure.max_frame), read per task
         hidden = shell.user_ns_hidden.get("get_ipython", shell.get_ipython)
         self._seeds: dict[str, Any] = {"get_ipython": hidden}  # the object %who hides
 
@@ -235,6 +239,14 @@ class Executor:
         ran = time.perf_counter()
         names, deleted = self._collect(ns, before, shipped)
         packed_value = self._pack_value(value) if has_value else None
+        sizes = {n: p.nbytes for n, p in names.items()}
+        if packed_value is not None:
+            sizes["the cell's value"] = packed_value.nbytes
+        try:
+            check_frame_limit(sizes, self._max_frame(),
+                              "The cell ran, but its results stay on the runner: they are")
+        except SerializationError as exc:
+            return fail(exc)
         end = time.perf_counter()
         return Done(msg.task, ok=True, value=packed_value, has_value=packed_value is not None,
                     names=names, deleted=deleted, cache=self.cache.view(), elapsed=end - start,
@@ -340,6 +352,8 @@ class Executor:
                     loop = job.loop = asyncio.new_event_loop()
                     result = loop.run_until_complete(result)
             packed = pack(result, digest=False)  # a call's result is never cached
+            check_frame_limit({"the result": packed.nbytes}, self._max_frame(),
+                              "The call ran, but its result stays on the runner: it is")
         except BaseException as exc:
             return Done(msg.task, ok=False, error=error_info(exc), cache=self.cache.view(),
                         elapsed=time.perf_counter() - start)

@@ -172,7 +172,8 @@ class Runner(TaskScheduling):
         pack(None)  # warm up module classification
         install_streams(router)
         self._router = router
-        self._executor = Executor(shell, ValueCache(self.env.cache_bytes))
+        self._executor = Executor(shell, ValueCache(self.env.cache_bytes),
+                                  max_frame=lambda: self.config.max_frame)
 
     def _install_signals(self) -> None:
         """SIGINT raises only in an interrupted task; SIGTERM shuts down, even if main is stuck."""
@@ -313,6 +314,8 @@ class Runner(TaskScheduling):
 
     def _configure(self, msg: Configure) -> None:
         self.config = msg
+        if self._channel is not None:
+            self._channel.set_max_frame(msg.max_frame)
         if not self._configured:
             self._last_activity = time.monotonic()
         self._configured = True

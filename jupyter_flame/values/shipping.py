@@ -35,6 +35,7 @@ from jupyter_flame.values._local_modules import register_local_modules, ships_by
 
 __all__ = [
     "LargeTransferWarning",
+    "check_frame_limit",
     "digest",
     "human_bytes",
     "pack",
@@ -190,6 +191,22 @@ def _digest_views(payload: bytes, views: Sequence[memoryview]) -> str:
 
 
 # -- sizes --------------------------------------------------------------------------------------
+def check_frame_limit(sizes: Mapping[str, int], limit: int, what: str) -> None:
+    """Raise :class:`SerializationError` if ``sizes`` (name -> bytes) together exceed one
+    message's ``limit``: ``what`` says which way (``"this cell sends"``, ...). Pure."""
+    total = sum(sizes.values())
+    if total <= limit:
+        return
+    biggest = sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
+    listed = ", ".join(f"{n} ({human_bytes(b)})" for n, b in biggest)
+    name = biggest[0][0] if len(sizes) == 1 else None
+    raise SerializationError(
+        f"{what} {human_bytes(total)} ({listed}), over the frame limit of {human_bytes(limit)} "
+        f"(Pool.max_frame = {limit}). Send less (a slice, or a path on shared storage to load "
+        "there), or make the pool with a larger max_frame: Pool(..., max_frame=N) or "
+        "c.Pool.max_frame = N.", name=name)
+
+
 
 
 def human_bytes(n: int) -> str:

@@ -220,6 +220,8 @@ class PodRunners(Backend):
                 message += f": {seen.terminated_reason}"
                 if seen.terminated_message and seen.terminated_message != tail:
                     message += f" ({seen.terminated_message.strip()})"
+                handle.info["exit_reason"] = _terminated_reason(seen.terminated_reason,
+                                                                 runner.last)
             if before:
                 handle.set_failed(BootError(f"{message}; {self._describe_pod(runner)}.",
                                             reason=reason, log_tail=tail or None,
@@ -287,4 +289,17 @@ class PodRunners(Backend):
             except asyncio.TimeoutError:
                 log.warning("pod %s/%s still exists after deletion", self.namespace, runner.name)
                 self._finish(runner)
+
+
+def _terminated_reason(reason: str, pod: dict[str, Any] | None) -> str:
+    """Why Kubernetes ended the runner container, for the cell's RunnerLostError; out of
+    memory names the limit and how to raise it."""
+    if reason != "OOMKilled":
+        return f"Kubernetes: {reason}"
+    limit = "?"
+    for c in ((pod or {}).get("spec") or {}).get("containers") or []:
+        if c.get("name") == "runner":
+            limit = ((c.get("resources") or {}).get("limits") or {}).get("memory", "none set")
+    return (f"out of memory: the runner pod was OOMKilled at its memory limit of {limit}; "
+            "ask for more with --memory (RunnerSpec(memory=...)) or send less")
 
