@@ -64,6 +64,27 @@ def test_cell_runs_in_a_runner_pod_cloned_from_the_notebook(sim: Sim, kernel: Ke
     assert runner.resources.requests and runner.resources.limits
 
 
+def test_runner_pod_key_is_nowhere_in_its_environment(sim: Sim, kernel: Kernel) -> None:
+    """The key comes from the Secret as an environment variable; the runner moves it into a
+    pipe and re-executes (same pid), so neither os.environ nor /proc/<pid>/environ has it, and
+    the channel is encrypted."""
+    import base64
+
+    res = kernel.run("%%flame\nimport os\npid = os.getpid()\n"
+                     "seen = [k for k in os.environ if k.startswith('JUPYTER_FLAME_KEY')]\n")
+    assert res.status == "ok", res.traceback_text()
+    assert kernel.value("seen") == []
+    pid = kernel.value("pid")
+    secrets = sim.admin.list_namespaced_secret("default", label_selector=MANAGED).items
+    keys = [base64.b64decode(v).decode() for s in secrets for v in (s.data or {}).values()]
+    assert keys and all(len(k) >= 32 for k in keys)
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"JUPYTER_FLAME_RUNNER_ID" in environ  # we read the right process
+    assert not any(k.encode() in environ for k in keys)
+    assert b"JUPYTER_FLAME_KEY=" not in environ
+    assert kernel.value("get_pool('default').status()['channel']") == "encrypted"
+
+
 def test_backend_local_opts_out_inside_a_pod(sim: Sim, kernel: Kernel) -> None:
     res = kernel.run("%%flame --backend local\nimport os\nos.environ.get('JUPYTER_FLAME_RUNNER_ID')\n")
     assert res.status == "ok", res.traceback_text()

@@ -51,6 +51,29 @@ def _read_key(fd_text: str) -> str:
     return b"".join(chunks).decode("ascii", "replace").strip()
 
 
+def reexec_without_key(args: list[str]) -> None:
+    """Move ``JUPYTER_FLAME_KEY`` from the environment into an inherited pipe and exec this
+    runner again (``JUPYTER_FLAME_KEY_FD``); returns only if that cannot be done (the key then
+    stays in the environment, and :func:`read_env` removes it from ``os.environ``)."""
+    key = os.environ.get("JUPYTER_FLAME_KEY", "")
+    if len(key) > 4096:  # not a key: read_env says so
+        return
+    try:
+        r, w = os.pipe()
+        try:
+            os.write(w, key.encode("ascii", "replace"))
+        finally:
+            os.close(w)
+        os.set_inheritable(r, True)
+        env = {k: v for k, v in os.environ.items() if k != "JUPYTER_FLAME_KEY"}
+        env["JUPYTER_FLAME_KEY_FD"] = str(r)
+        sys.stdout.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "jupyter_flame.runner", *args], env)
+    except OSError as exc:
+        log(f"jupyter-flame runner: cannot re-execute without the key in the environment "
+            f"({exc}); going on with it")
+
+
 def log(text: str) -> None:
     """A line on the runner's real stderr (the backend keeps it as the runner's log)."""
     stream = sys.__stderr__
