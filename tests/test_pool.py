@@ -255,6 +255,29 @@ def test_half_a_frame_then_silence_is_lost_within_the_heartbeat_timeout() -> Non
         assert pool.call(pid) != runner
 
 
+def _peak_rss_mib() -> tuple[int, int]:
+    import os
+
+    fields = dict(line.split(":", 1) for line in open(f"/proc/{os.getpid()}/status"))
+    return os.getpid(), int(fields["VmHWM"].split()[0]) // 1024
+
+
+def _bytes_result(n: int) -> bytes:
+    return b"r" * n
+
+
+def test_big_bytes_results_do_not_multiply_the_runner_s_memory() -> None:
+    """A 256 MiB bytes result leaves the runner from the object's own memory: the runner's
+    peak grows by about the object (it once took 3x: the pickle, and the message's pickle)."""
+    n = 256 << 20
+    with Pool(max=1) as pool:
+        _, before = pool.call(_peak_rss_mib)
+        value = pool.call(_bytes_result, n)
+        assert type(value) is bytes and len(value) == n and value[-1:] == b"r"
+        _, after = pool.call(_peak_rss_mib)
+    assert after - before < 1.3 * (n >> 20), (before, after)
+
+
 def test_heartbeat_timeout_is_checked() -> None:
     with pytest.raises(ConfigError, match="heartbeat_timeout"):
         Pool(heartbeat_timeout=1.0)  # not above twice heartbeat_interval (2 s)

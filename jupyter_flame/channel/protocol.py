@@ -80,6 +80,17 @@ class Packed:
     nbytes: int = 0
     type_name: str = ""
 
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # A large payload (a big str, nested bytes...) travels out of band like the buffers,
+        # so the message's own pickle does not copy it again; it arrives as a buffer.
+        payload: Any = self.payload
+        if protocol >= 5 and len(memoryview(payload)) > _INLINE_PAYLOAD:
+            payload = PickleBuffer(payload)
+        return (Packed, (payload, self.buffers, self.digest, self.nbytes, self.type_name))
+
+
+_INLINE_PAYLOAD = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Configure:

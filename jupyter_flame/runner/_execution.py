@@ -177,7 +177,8 @@ def _repacked_digest(obj: Any, name: str) -> str | None:
 
 
 def _nbytes_of(p: Packed) -> int:
-    return p.nbytes or len(p.payload) + sum(memoryview(b).nbytes for b in p.buffers)
+    return p.nbytes or memoryview(p.payload).nbytes + sum(memoryview(b).nbytes
+                                                          for b in p.buffers)
 
 
 def _why(exc: BaseException) -> str:

@@ -81,6 +81,8 @@ def pack(value: object, *, name: str | None = None, digest: bool = True) -> Pack
         The value cannot be pickled; the message names the variable, its type, the reason and
         (best effort) the part of the value that failed.
     """
+    if type(value) in (bytes, bytearray) and len(value) >= _OUT_OF_BAND:  # type: ignore[arg-type]
+        return _pack_buffer(value, digest)  # type: ignore[arg-type]
     if type(value) in _PLAIN:  # what cloudpickle would write too, without its Python layer
         payload = pickle.dumps(value, protocol=PROTOCOL)
         return Packed(payload, (), _digest_views(payload, []) if digest else "", len(payload),
@@ -91,6 +93,35 @@ def pack(value: object, *, name: str | None = None, digest: bool = True) -> Pack
 
 _PLAIN = frozenset({type(None), bool, int, float, complex, str, bytes})
 """Types whose pickle holds no reference to code, so plain ``pickle`` writes them as is."""
+
+_OUT_OF_BAND = 64 * 1024
+"""bytes/bytearray values at least this large travel out of band (no copy when sent)."""
+
+
+class _Rebuilt:
+    """Pickles as ``kind(buffer)`` with the buffer out of band (pickle writes ``bytes`` in
+    band whatever the protocol, and ``reducer_override`` never sees exact ``bytes``)."""
+
+    def __init__(self, kind: type, value: bytes | bytearray) -> None:
+        self.kind, self.value = kind, value
+
+    def __reduce__(self) -> Any:
+        return (_rebuild, (self.kind is bytes, pickle.PickleBuffer(self.value)))
+
+
+def _rebuild(immutable: bool, buffer: Any) -> bytes | bytearray:
+    view = memoryview(buffer)  # bytes(PickleBuffer) itself takes a slow path (4x slower)
+    return bytes(view) if immutable else bytearray(view)
+
+
+def _pack_buffer(value: bytes | bytearray, digest: bool) -> Packed:
+    """A large bytes/bytearray: its memory is the frame's buffer (sent as it is); the receiver
+    makes one copy, the new object."""
+    bufs: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(_Rebuilt(type(value), value), protocol=PROTOCOL,
+                           buffer_callback=bufs.append)
+    return Packed(payload, tuple(bufs), _digest_views(payload, [b.raw() for b in bufs])
+                  if digest else "", len(payload) + len(value), type(value).__name__)
 
 
 #: streams over an OS file descriptor (in-memory ones, io.BytesIO and io.StringIO, travel)
