@@ -271,3 +271,30 @@ def test_timeout_error_names_the_scheduler_reason(sim: Sim, kernel: Kernel) -> N
     assert res.status == "error"
     text = res.traceback_text()
     assert "became available within 3 s" in text and "Insufficient nvidia.com/gpu" in text
+
+
+def test_runner_pod_over_its_memory_limit_says_out_of_memory(sim: Sim, kernel: Kernel) -> None:
+    """The stand-in's node enforces limits.memory like a cgroup: a cell that allocates past
+    --memory is OOMKilled; the cell says "out of memory" with the limit and the fix (not a
+    bare exit code), nothing is bound, the pod is deleted, the next cell gets a new runner."""
+    res = kernel.run("%%flame --memory 400Mi\nhog = bytearray(1 << 30)\n")
+    assert res.status == "error"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", res.traceback_text())
+    assert "RunnerLostError" in text and "out of memory" in text, text
+    assert "400Mi" in text and "--memory" in text, text
+    assert kernel.value("'hog' in dir()") is False
+    from jupyter_flame.backends.kubernetes._pod_parts import label_value
+
+    selector = f"jupyter-flame/pool={label_value('memory=400Mi')}"
+    runner = re.search(r"Runner (\S+) of pool", text)
+    assert runner is not None, text
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(
+            p.metadata.labels.get("jupyter-flame/runner") == runner.group(1)
+            for p in sim.runner_pods(selector)):
+        time.sleep(0.2)
+    assert not any(p.metadata.labels.get("jupyter-flame/runner") == runner.group(1)
+                   for p in sim.runner_pods(selector)), "the OOMKilled pod was left"
+    res = kernel.run("%%flame --memory 400Mi\nsmall = len(bytearray(1 << 20))\n")
+    assert res.status == "ok", res.traceback_text()
+    assert kernel.value("small") == 1 << 20

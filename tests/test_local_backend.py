@@ -130,7 +130,8 @@ class TestLocalRunners(ContractPlumbing):
                 last = h.events[-1]
                 assert (last.phase, last.reason) == ("failed", "exited")
                 assert (
-                    last.message == f"Runner {handle.id} of pool 'contract' was killed by SIGKILL"
+                    last.message == f"Runner {handle.id} of pool 'contract' was killed by SIGKILL "
+                    "(out of memory, or killed from outside)"
                 )
                 assert not handle.failed.done()  # it had connected: not a boot failure
                 assert list_local_runner_records(runtime) == []

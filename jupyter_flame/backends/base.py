@@ -124,6 +124,8 @@ def describe_exit(code: int | None) -> str:
             name = signal.Signals(-code).name
         except ValueError:
             name = f"signal {-code}"
+        if -code == signal.SIGKILL:
+            return f"it was killed by {name} (out of memory, or killed from outside)"
         return f"it was killed by {name}"
     why = _EXIT_MEANING.get(code)
     return f"it exited with code {code}" + (f" ({why})" if why else "")

@@ -303,13 +303,14 @@ class RunnerLink:
         if self.lost.done():
             return self.lost.result()
         busy = len(self._pending)
-        what = f"Runner {self.id} of pool '{self.pool}' was lost: {describe_exit(code)}"
+        how = describe_exit(code)
+        if self.handle.info.get("exit_reason"):  # the backend knows why (out of memory...)
+            how = f"{self.handle.info['exit_reason']} (exit code {code})"
+        what = f"Runner {self.id} of pool '{self.pool}' was lost: {how}"
         if isinstance(exc, RunnerLostError):  # the kernel gave up on it (heartbeat_timeout)
             what = str(exc).rstrip(".")
         if busy:
             what += f" while running {busy} task{'s' if busy != 1 else ''}"
-        if self.handle.info.get("exit_reason"):  # the backend knows more (out of memory...)
-            what += f" ({self.handle.info['exit_reason']})"
         if isinstance(exc, ChannelAuthError):
             what += f" (channel authentication failed: {exc})"
         err = RunnerLostError(what + ".", exit_code=code, pool=self.pool, runner=self.id)

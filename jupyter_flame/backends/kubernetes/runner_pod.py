@@ -300,6 +300,6 @@ def _terminated_reason(reason: str, pod: dict[str, Any] | None) -> str:
     for c in ((pod or {}).get("spec") or {}).get("containers") or []:
         if c.get("name") == "runner":
             limit = ((c.get("resources") or {}).get("limits") or {}).get("memory", "none set")
-    return (f"out of memory: the runner pod was OOMKilled at its memory limit of {limit}; "
-            "ask for more with --memory (RunnerSpec(memory=...)) or send less")
+    return (f"out of memory: Kubernetes OOMKilled the runner pod at its memory limit of "
+            f"{limit} (ask for more with --memory, or RunnerSpec(memory=...))")
 

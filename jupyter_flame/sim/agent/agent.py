@@ -26,6 +26,7 @@ from .events import EventRecorder
 from .images import ImageStore
 from .kubelet import Kubelet
 from .node import NodeConfig, node_object, node_status
+from .oom import INTERVAL as OOM_INTERVAL
 from .process import ProcessTable
 from .scheduler import is_schedulable_by_us, node_info, pod_requests, schedule
 
@@ -126,6 +127,12 @@ class Agent:
                 log.warning("heartbeat of %s failed", cfg.name, exc_info=True)
         self.call_later(HEARTBEAT_SECONDS, self._heartbeat)
 
+    def _enforce_memory(self) -> None:
+        try:
+            self.kubelet.enforce_memory()
+        finally:
+            self.call_later(OOM_INTERVAL, self._enforce_memory)
+
     def _watch(self, kind: str) -> None:
         while not self.stopping.is_set():
             try:
@@ -159,6 +166,7 @@ class Agent:
                 target=self._watch, args=(kind,), name=f"watch-{kind}", daemon=True
             ).start()
         self.call_later(HEARTBEAT_SECONDS, self._heartbeat)
+        self.call_later(OOM_INTERVAL, self._enforce_memory)
         try:
             while not self.stopping.is_set():
                 timeout = 1.0

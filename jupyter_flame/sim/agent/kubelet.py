@@ -24,6 +24,7 @@ from .api import Api, ApiException
 from .devices import HOST_IP, GpuAllocator, IpAllocator
 from .images import ImageStore
 from .node import EXTERNAL_ANNOTATION, GPU_RESOURCE, NodeConfig
+from .oom import over_limit
 from .podenv import ContainerConfigError
 from .podstatus import ContainerRun, PodRun, container_spec, pod_phase, pod_status
 from .process import ProcessTable
@@ -129,14 +130,23 @@ class Kubelet:
         c.proc = None
         c.ready = False
         self.dirty.add(uid)
+        oom, c.oom_killed = c.oom_killed, False
         term = {
             "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
+            "reason": "OOMKilled" if oom else "Completed" if code == 0 else "Error",
             "startedAt": c.started_at,
             "finishedAt": rfc3339(),
             "containerID": c.container_id,
         }
         self._stopped(run, c, term)
+
+    def enforce_memory(self) -> None:
+        """Kill containers over their memory limit, as the node's OOM killer would (.oom)."""
+        for run in list(self.runs.values()):
+            for c in over_limit(run.alive()):
+                assert c.proc is not None
+                c.oom_killed = True
+                self.procs.signal_group(c.proc, signal.SIGKILL)
 
     # -- lifecycle ------------------------------------------------------------------
     def _admit(self, pod: Json) -> PodRun:

@@ -45,6 +45,8 @@ class ContainerRun:
     retry_backoff: float = 0.0
     busy: bool = False
     attempt: int = 0
+    memory_limit: int | None = None  # bytes (resources.limits.memory), enforced by .oom
+    oom_killed: bool = False  # killed for going over it; the exit is reported OOMKilled
 
     @property
     def running(self) -> bool:

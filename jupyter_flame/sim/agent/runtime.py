@@ -17,6 +17,7 @@ from .._time import rfc3339
 from .api import Api, ApiException
 from .images import ImageStore
 from .node import GPU_RESOURCE
+from .oom import memory_limit
 from .podenv import ContainerConfigError, build_env, decode_secret, resolve_command
 from .podstatus import ContainerRun, PodRun
 from .process import ProcessTable
@@ -157,6 +158,8 @@ class Runtime:
                 "containerID": c.container_id,
             }
         c.started_at = rfc3339()
+        c.memory_limit = memory_limit(spec)
+        c.oom_killed = False
         self.record(run.pod, "Normal", "Started", f"Started container {c.name}", **ev)
         return None
 
