@@ -298,3 +298,37 @@ def test_runner_pod_over_its_memory_limit_says_out_of_memory(sim: Sim, kernel: K
     res = kernel.run("%%flame --memory 400Mi\nsmall = len(bytearray(1 << 20))\n")
     assert res.status == "ok", res.traceback_text()
     assert kernel.value("small") == 1 << 20
+
+
+def test_runner_pod_stuck_in_c_dies_with_its_sigkilled_kernel(sim: Sim, tmp_path: Path) -> None:
+    """A pod runner whose cell holds the GIL in C cannot run its own liveness checks; its
+    connection sentinel sees the kernel's end of the socket close and kills the group (the
+    runner and the cell's child) within the grace period."""
+    from .conftest import pid_alive
+
+    pids = tmp_path / "pids.txt"
+    k = Kernel(cwd=tmp_path, env=sim.env)
+    killed = False
+    try:
+        assert k.run(
+            "%%flame --bg --pool pod-stuck\nimport os, re, subprocess\n"
+            "child = subprocess.Popen(['sleep', '600'])\n"
+            f"open({str(pids)!r}, 'w').write(f'{{os.getpid()}} {{child.pid}}')\n"
+            "re.match(r'(a+)+$', 'a' * 40 + 'b')\n").status == "ok"
+        deadline = time.monotonic() + 60
+        while not pids.exists() or not pids.read_text():
+            assert time.monotonic() < deadline, "the cell never started"
+            time.sleep(0.1)
+        runner, child = map(int, pids.read_text().split())
+        time.sleep(1.0)
+        assert pid_alive(runner) and pid_alive(child)
+        k.kill()
+        killed = True
+        deadline = time.monotonic() + 15
+        while (pid_alive(runner) or pid_alive(child)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_alive(runner), "the runner pod's process outlived its kernel"
+        assert not pid_alive(child), "the cell's child outlived its kernel"
+    finally:
+        if not killed:
+            k.shutdown()

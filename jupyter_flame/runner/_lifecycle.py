@@ -44,6 +44,7 @@ from jupyter_flame.runner.env import RunnerEnv
 from jupyter_flame.runner.env import log as _log
 from jupyter_flame.runner.jobs import Job
 from jupyter_flame.runner.process_group import kill_children
+from jupyter_flame.runner.sentinel import start_connection_sentinel
 from jupyter_flame.runner.stats import Stats
 from jupyter_flame.runner.tasks import TaskScheduling
 
@@ -146,6 +147,8 @@ class Runner(TaskScheduling):
             try:
                 self._channel = await connect(env.host, env.port, env.key, env.runner_id,
                                               timeout=remaining)
+                if not os.environ.get("JUPYTER_FLAME_KERNEL_PID"):  # a pod: no kernel pid
+                    start_connection_sentinel(self._channel._conn.sock.fileno())
                 self._baton = ReadBaton(self._channel, self._loop, self._on_frame,
                                         self._read_failed)
                 return

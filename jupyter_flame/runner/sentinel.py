@@ -12,9 +12,15 @@ it and is never taken for a runner (its command line differs). When the kernel g
 the process group (the runner, its cells' children, and itself); when the runner goes first it
 simply exits.
 
-Only local runners have one (their parent *is* the kernel: ``JUPYTER_FLAME_KERNEL_PID``, set
-by the local backend). Runner pods are deleted by the Jupyter server's reaper when their kernel
-is gone, and the kubelet SIGKILLs what does not stop within the grace period.
+Local runners watch their kernel's pid (their parent *is* the kernel:
+``JUPYTER_FLAME_KERNEL_PID``, set by the local backend). A runner pod's kernel is on another
+machine, so once connected a pod runner starts a *connection* sentinel instead
+(``... sentinel --socket FD RUNNER PGID GRACE``): it holds a duplicate of the channel's socket
+and polls it for ``POLLRDHUP`` only, which the kernel's TCP stack raises when the kernel process
+dies (its socket is closed, FIN), without reading a byte of the runner's data. It then gives the
+runner ``GRACE`` seconds to leave on its own (a runner that was retired or told to shut down
+does), and SIGKILLs the group if it has not. A kernel whose whole node vanishes sends no FIN:
+there the runner's own ``parent_timeout`` (and the server's reaper) remain the backstop.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import subprocess
 import sys
 import time
 
-__all__ = ["sentinel_pid", "start_sentinel"]
+__all__ = ["sentinel_pid", "start_connection_sentinel", "start_sentinel"]
 
 POLL = 0.25
 
@@ -77,6 +83,44 @@ def _watch(kernel: int, runner: int, pgid: int) -> None:
             pass
 
 
+def _watch_socket(fd: int, runner: int, pgid: int, grace: float) -> None:
+    """Wait for the peer of socket ``fd`` to close (or the runner to exit); then, unless the
+    runner leaves within ``grace`` seconds, kill the group."""
+    try:
+        rfd = os.pidfd_open(runner)
+    except (AttributeError, OSError):
+        return
+    poller = select.poll()
+    poller.register(fd, getattr(select, "POLLRDHUP", 0x2000))  # never POLLIN: never reads
+    poller.register(rfd, select.POLLIN)
+    ready = {f for f, _ in poller.poll()}
+    if rfd in ready:
+        return
+    poller.unregister(fd)
+    if poller.poll(int(grace * 1000)):
+        return  # the runner left on its own
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def start_connection_sentinel(sock_fd: int, grace: float = 5.0) -> int | None:
+    """Start the connection sentinel for the channel socket ``sock_fd`` (pod runners)."""
+    global _SENTINEL
+    if _SENTINEL is not None:
+        return None
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", __name__, "--socket", str(sock_fd), str(os.getpid()),
+             str(os.getpgrp()), str(grace)],
+            stdin=subprocess.DEVNULL, close_fds=True, pass_fds=(sock_fd,))
+    except OSError:
+        return None
+    _SENTINEL = proc.pid
+    return proc.pid
+
+
 def start_sentinel(kernel_pid: int) -> int | None:
     """Start the sentinel in this runner's process group; its pid, or ``None`` when there is
     no kernel to watch (``kernel_pid`` is not this process's parent) or it cannot start."""
@@ -94,6 +138,10 @@ def start_sentinel(kernel_pid: int) -> int | None:
 
 
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--socket"]:
+        fd, runner, pgid = (int(a) for a in argv[1:4])
+        _watch_socket(fd, runner, pgid, float(argv[4]))
+        return
     kernel, runner, pgid = (int(a) for a in argv)
     _watch(kernel, runner, pgid)
 
