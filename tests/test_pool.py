@@ -278,6 +278,44 @@ def test_big_bytes_results_do_not_multiply_the_runner_s_memory() -> None:
     assert after - before < 1.3 * (n >> 20), (before, after)
 
 
+def _ones(n: int) -> object:
+    import numpy as np
+
+    return np.ones(n, np.uint8)
+
+
+@pytest.mark.parametrize("direction", ["to the runner", "back from the runner"])
+def test_runner_sigkilled_mid_transfer(direction: str) -> None:
+    """The runner dies while a 1 GiB frame is on the wire, either way: the task fails with
+    RunnerLostError saying it was killed, nothing half-received is used, and the pool serves
+    the next task on a new runner."""
+    import signal
+
+    import numpy as np
+
+    n = 1 << 30
+    with Pool(max=1) as pool:
+        runner = pool.call(pid)
+        (slot,) = pool._core.slots.values()  # type: ignore[union-attr]
+        channel = slot.link.channel
+        if direction == "to the runner":
+            fut = pool.submit(len, np.ones(n, np.uint8))
+            busy = lambda: channel._wire_busy  # noqa: E731  a frame is going out
+        else:
+            fut = pool.submit(_ones, n)
+            busy = lambda: channel.mid_frame and channel.bytes_received < 1e6  # noqa: E731
+        deadline = time.monotonic() + 30
+        while not busy():
+            assert time.monotonic() < deadline and not fut.done(), "never saw the transfer"
+            time.sleep(0.001)
+        os.killpg(runner, signal.SIGKILL)
+        with pytest.raises(RunnerLostError) as info:
+            fut.result(timeout=30)
+        assert "SIGKILL" in str(info.value) or "connection" in str(info.value), info.value
+        assert not wait_gone({runner}, 15)
+        assert pool.call(pid) != runner
+
+
 def test_heartbeat_timeout_is_checked() -> None:
     with pytest.raises(ConfigError, match="heartbeat_timeout"):
         Pool(heartbeat_timeout=1.0)  # not above twice heartbeat_interval (2 s)
