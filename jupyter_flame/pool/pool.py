@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any
 
 from traitlets import Bool, Float, Instance, Int, TraitError, Unicode, Union, observe, validate
-from traitlets.config import Config
 from typing_extensions import Unpack
 
 from jupyter_flame.backends.base import Backend, RunnerSpec
@@ -27,6 +26,7 @@ from jupyter_flame.errors import ConfigError
 from jupyter_flame.pool import loop as _loop
 from jupyter_flame.pool._direct import try_call
 from jupyter_flame.pool.core import MessageFactory, PoolCore, PoolOptions
+from jupyter_flame.pool.keywords import PoolKeywords
 from jupyter_flame.pool.limits import validate_options
 from jupyter_flame.pool.link import OutputCallback, RunnerLink
 from jupyter_flame.pool.registry import (
@@ -55,28 +55,6 @@ _FIXED = ("name", "backend", "spec", *_OPTIONS[len(LIMITS):])
 def _fixed_error(name: str) -> ConfigError:
     return ConfigError(f"Pool.{name} is fixed once the pool exists; make a new Pool (shut this "
                        "one down first) to change it.")
-
-
-class PoolKeywords(TypedDict, total=False):
-    """The keyword options of :class:`Pool` (each a trait; see there)."""
-
-    min: int
-    max: int
-    max_concurrency: int
-    idle_shutdown_after: float | None
-    boot_timeout: float
-    timeout: float | None
-    single_use: bool
-    spec: RunnerSpec | None
-    heartbeat_interval: float
-    heartbeat_timeout: float | None
-    parent_timeout: float
-    interrupt_grace: float
-    encrypt: bool | None
-    max_frame: int
-    config: Config
-    #: option -> (value, source) used when neither a keyword nor the config sets it
-    _fallbacks: dict[str, tuple[Any, str]]
 
 
 class Pool(FlameConfigurable, concurrent.futures.Executor):
