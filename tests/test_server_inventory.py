@@ -4,6 +4,7 @@ the coalescing publisher of runners' live state."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -53,6 +54,9 @@ CASES = [
     ("pod made by the kernel's previous process (restarted kernel)", pod(kernel_pid=1111),
      CTX, "kernel gone"),
     ("pod made by the kernel's current process", pod(kernel_pid=4242), CTX, ""),
+    ("pod of a kernel whose process just died (not restarted yet)",
+     pod(kernel_pid=4242, phase="Failed"), dataclasses.replace(CTX, dead_pids=frozenset({4242})),
+     "kernel gone"),
     ("finished pod of a dead kernel", pod(kernel_id="k9", phase="Succeeded"), CTX,
      "kernel gone"),
     ("finished pod of a live kernel", pod(phase="Failed"), CTX, "runner finished"),

@@ -72,6 +72,8 @@ class Context:
     #: each live kernel's process id: a kernel the server restarted keeps its id, and the
     #: runners of its previous process are orphans all the same
     kernel_pids: dict[str, int] = field(default_factory=dict)
+    #: those of ``kernel_pids`` that are no longer running
+    dead_pids: frozenset[int] = frozenset()
 
 
 def row_id(backend: str, *parts: str) -> str:
@@ -186,6 +188,8 @@ def orphan_reason(row: Row, ctx: Context) -> str:
     live_pid, made_by = ctx.kernel_pids.get(kernel_id), row.get("kernel_pid", 0)
     kernel_gone = kernel_id not in ctx.live_kernels or bool(
         live_pid and made_by and made_by != live_pid)
+    if made_by and made_by in ctx.dead_pids:
+        kernel_gone = True  # its kernel's process died (the server has not restarted it yet)
     if (ctx.parent_pod and parent == ctx.parent_pod and kernel_gone
             and ctx.now - row.get("started", ctx.now) >= ctx.grace):
         return "kernel gone"

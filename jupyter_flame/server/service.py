@@ -21,6 +21,7 @@ from traitlets.config import LoggingConfigurable
 
 from jupyter_flame.backends.local_records import (
     LocalRunnerRecord,
+    alive,
     list_local_runner_records,
     stop_local_runner,
 )
@@ -114,10 +115,11 @@ class FlameServer(LoggingConfigurable):
                 self.kube_error = exc
                 problems.append({"source": "kubernetes", "status": exc.status or 503,
                                  "message": str(exc)})
+        pids = {kid: int(k["pid"]) for kid, k in kernels.items() if k.get("pid")}
         ctx = Context(now=now, live_kernels=live, parent_pod=self.kube.parent if self.kube else None,
                       live_parents=parents, grace=self.reap_grace,
-                      kernel_pids={kid: int(k["pid"]) for kid, k in kernels.items()
-                                   if k.get("pid")})
+                      kernel_pids=pids, dead_pids=frozenset(p for p in pids.values()
+                                                            if not alive(p)))
         for row in rows:
             row["orphan"] = orphan_reason(row, ctx)
         return {"runners": rows, "problems": problems, "time": now,
