@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from jupyter_flame._strategic_merge import strategic_merge_patch
 from jupyter_flame.backends.quantity import parse_quantity
 
 __all__ = [
@@ -95,53 +96,24 @@ def dns_label(value: str, limit: int = 63) -> str:
 # --------------------------------------------------------------------------------------- merging
 
 
-def _named(items: list[Any]) -> bool:
-    return bool(items) and all(isinstance(i, dict) and "name" in i for i in items)
-
-
 def deep_merge(base: Any, patch: Any, *, default_name: str | None = None) -> Any:
-    """Merge ``patch`` over ``base`` (both JSON-like); returns a new value.
+    """Merge ``patch`` over ``base`` the way Kubernetes' strategic merge does; a new value.
 
-    Rules: dicts merge recursively; a ``None`` value in ``patch`` deletes the key; lists of
-    objects that all carry a ``name`` (containers, env, volumes, volumeMounts, pull secrets)
-    merge item by item on ``name`` and new names are appended; any other list replaces the
-    base list. ``default_name`` names the item an unnamed entry of a ``containers`` list merges
-    into (the runner container).
+    One table of merge keys for the product and the stand-in (:mod:`jupyter_flame._strategic_merge`):
+    containers, env, volumes by ``name``, volumeMounts by ``mountPath``, ports by
+    ``containerPort``...; other lists replace the base list; ``None`` deletes a key.
+    ``default_name`` names an unnamed entry of the pod's ``spec.containers`` (it merges into
+    the runner container).
     """
-    if isinstance(base, dict) and isinstance(patch, dict):
-        out = dict(base)
-        for key, value in patch.items():
-            if value is None:
-                out.pop(key, None)
-            elif key == "containers" and key in out:
-                out[key] = _merge_named(out[key], value, default_name)
-            elif key in out:
-                out[key] = deep_merge(
-                    out[key], value, default_name=default_name if key == "spec" else None
-                )
-            else:
-                out[key] = copy.deepcopy(value)
-        return out
-    if isinstance(base, list) and isinstance(patch, list) and _named(base) and _named(patch):
-        return _merge_named(base, patch, None)
-    return copy.deepcopy(patch)
-
-
-def _merge_named(base: Any, patch: Any, default_name: str | None) -> Any:
-    if not isinstance(base, list) or not isinstance(patch, list):
+    if default_name is not None and isinstance(patch, dict):
+        spec = patch.get("spec")
+        if isinstance(spec, dict) and isinstance(spec.get("containers"), list):
+            patch = {**patch, "spec": {**spec, "containers": [
+                {"name": default_name, **c} if isinstance(c, dict) and "name" not in c else c
+                for c in spec["containers"]]}}
+    if not isinstance(base, dict) or not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    out = [copy.deepcopy(item) for item in base]
-    for item in patch:
-        if not isinstance(item, dict):
-            return copy.deepcopy(patch)
-        name = item.get("name", default_name)
-        for i, existing in enumerate(out):
-            if isinstance(existing, dict) and existing.get("name") == name:
-                out[i] = deep_merge(existing, item)
-                break
-        else:
-            out.append(copy.deepcopy(item))
-    return out
+    return strategic_merge_patch(base, patch)
 
 
 def dedupe(items: Iterable[Any]) -> list[Any]:

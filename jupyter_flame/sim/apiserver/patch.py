@@ -1,11 +1,12 @@
 """Patch formats the API server accepts (pure functions on JSON values).
 
 * JSON merge patch (RFC 7386, ``application/merge-patch+json``);
-* strategic merge patch (``application/strategic-merge-patch+json``) for the
-  fields we use: lists merged by key (containers and volumes by ``name``,
-  conditions by ``type``, ownerReferences by ``uid``...), ``finalizers`` as a
-  set, the ``$patch``, ``$retainKeys``, ``$deleteFromPrimitiveList`` and
-  ``$setElementOrder`` directives;
+* strategic merge patch (``application/strategic-merge-patch+json``): lists merged by key
+  (containers and volumes by ``name``, volumeMounts by ``mountPath``, conditions by
+  ``type``, ownerReferences by ``uid``...), ``finalizers`` as a set, the ``$patch``,
+  ``$retainKeys``, ``$deleteFromPrimitiveList`` and ``$setElementOrder`` directives. The
+  table and the code are :mod:`jupyter_flame._strategic_merge`, which the product's pod
+  templates use too (one merge, tested on the same cases);
 * JSON patch (RFC 6902, ``application/json-patch+json``).
 """
 
@@ -14,29 +15,10 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-#: list field name -> merge key (strategic merge); other lists are replaced.
-MERGE_KEYS: dict[str, str] = {
-    "containers": "name",
-    "initContainers": "name",
-    "ephemeralContainers": "name",
-    "volumes": "name",
-    "env": "name",
-    "ports": "containerPort",
-    "volumeMounts": "mountPath",
-    "volumeDevices": "devicePath",
-    "imagePullSecrets": "name",
-    "conditions": "type",
-    "ownerReferences": "uid",
-    "hostAliases": "ip",
-    "podIPs": "ip",
-    "hostIPs": "ip",
-    "addresses": "type",
-    "resourceClaims": "name",
-    "topologySpreadConstraints": "topologyKey",
-}
+from jupyter_flame._strategic_merge import MERGE_KEYS, SET_LISTS, strategic_merge_patch
 
-#: primitive lists merged as sets.
-SET_LISTS = frozenset({"finalizers"})
+__all__ = ["MERGE_KEYS", "SET_LISTS", "PatchError", "json_patch", "merge_patch",
+           "strategic_merge_patch"]
 
 
 class PatchError(ValueError):
@@ -54,72 +36,6 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             out[key] = merge_patch(out.get(key), value)
     return out
-
-
-def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    """Apply a strategic merge patch and return the result (inputs untouched)."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    return _smp_map(copy.deepcopy(target) if isinstance(target, dict) else {}, patch)
-
-
-def _smp_map(out: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any] | None:
-    directive = patch.get("$patch")
-    if directive == "delete":
-        return None
-    if directive == "replace":
-        return {k: copy.deepcopy(v) for k, v in patch.items() if k != "$patch"}
-    retain = patch.get("$retainKeys")
-    for key, value in patch.items():
-        if key in ("$patch", "$retainKeys") or key.startswith("$setElementOrder/"):
-            continue
-        if key.startswith("$deleteFromPrimitiveList/"):
-            name = key.split("/", 1)[1]
-            if isinstance(out.get(name), list):
-                out[name] = [v for v in out[name] if v not in value]
-            continue
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict):
-            merged = _smp_map(out[key] if isinstance(out.get(key), dict) else {}, value)
-            if merged is None:
-                out.pop(key, None)
-            else:
-                out[key] = merged
-        elif isinstance(value, list):
-            out[key] = _smp_list(key, out.get(key), value)
-        else:
-            out[key] = value
-    if isinstance(retain, list):
-        for key in list(out):
-            if key not in retain:
-                del out[key]
-    return out
-
-
-def _smp_list(name: str, current: Any, patch: list[Any]) -> list[Any]:
-    if any(isinstance(p, dict) and p.get("$patch") == "replace" for p in patch):
-        return [copy.deepcopy(p) for p in patch if not (isinstance(p, dict) and "$patch" in p)]
-    cur = list(current) if isinstance(current, list) else []
-    if name in SET_LISTS:
-        for v in patch:
-            if v not in cur:
-                cur.append(v)
-        return cur
-    key = MERGE_KEYS.get(name)
-    if key is None or not all(isinstance(p, dict) for p in patch):
-        return [copy.deepcopy(p) for p in patch]
-    for item in patch:
-        if item.get("$patch") == "delete":
-            cur = [c for c in cur if not (isinstance(c, dict) and c.get(key) == item.get(key))]
-            continue
-        for i, c in enumerate(cur):
-            if isinstance(c, dict) and key in item and c.get(key) == item[key]:
-                cur[i] = _smp_map(c, item) or {}
-                break
-        else:
-            cur.append(_smp_map({}, item) or {})
-    return cur
 
 
 def _pointer(path: str) -> list[str]:
