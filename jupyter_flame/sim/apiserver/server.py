@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from tornado import web
 
+from .._time import rfc3339
 from . import openapi, protobuf, resources, streams, tables
 from .rbac import Attributes, UserInfo
 from .routes import Route, parse
@@ -49,6 +50,11 @@ class ApiHandler(web.RequestHandler):
     def initialize(self, state: ServerState) -> None:  # noqa: D102
         self.state = state
         self.closed = False
+
+    def on_finish(self) -> None:  # noqa: D102
+        audit = getattr(self, "_audit", None)
+        if audit is not None:
+            self.state.audit(audit[0], self.get_status(), audit[1])
 
     def on_connection_close(self) -> None:  # noqa: D102
         self.closed = True
@@ -202,6 +208,7 @@ class ApiHandler(web.RequestHandler):
         if not res.stored and name:
             raise page_not_found()
         attrs = Attributes(user, verb, res.group, res.plural, sub, ns or "", name)
+        self._audit = (attrs, rfc3339())
         self.state.check(attrs)
         reg, state = self.state.registry, self.state
         body = self.body() if method in ("POST", "PUT", "PATCH", "DELETE") else None

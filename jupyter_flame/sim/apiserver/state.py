@@ -8,6 +8,7 @@ implements authentication, authorization, TokenRequest and the review APIs.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +61,26 @@ class ServerState:
         self.tokens = TokenAuthority(admin_token)
         self.address = ""
         self.store.listeners.append(self._on_change)
+        #: audit.k8s.io/v1 Events, one JSON line per resource request (kube-apiserver's
+        #: --audit-log-path at level Metadata)
+        self.audit_path = state_dir / "audit.log"
+        self._audit_file: Any = None
         self._seed()
+
+    def audit(self, attrs: Attributes, code: int, stamp: str) -> None:
+        """Record one resource request (who, verb, resource, subresource, namespace, code)."""
+        if self._audit_file is None:
+            self._audit_file = open(self.audit_path, "a", buffering=1)  # noqa: SIM115
+        ref = {"resource": attrs.resource, "namespace": attrs.namespace, "name": attrs.name,
+               "apiGroup": attrs.group}
+        if attrs.subresource:
+            ref["subresource"] = attrs.subresource
+        event = {"kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
+                 "stage": "ResponseComplete", "verb": attrs.verb,
+                 "user": {"username": attrs.user.name, "groups": list(attrs.user.groups)},
+                 "objectRef": ref, "responseStatus": {"code": code},
+                 "requestReceivedTimestamp": stamp, "stageTimestamp": rfc3339()}
+        self._audit_file.write(json.dumps(event) + "\n")
 
     def _seed(self) -> None:
         for name in SYSTEM_NAMESPACES:
