@@ -44,6 +44,8 @@ def _loaded(i: int) -> int:
 
 
 class Counted:
+    """Unpickling one records its number: proof of what was (and was not) loaded."""
+
     def __init__(self, i: int) -> None:
         self.i = i
 

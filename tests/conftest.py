@@ -76,6 +76,16 @@ def wait_gone(pids: set[int], timeout: float) -> set[int]:
     return alive
 
 
+def wait_dead(pids: set[int], timeout: float) -> set[int]:
+    """Wait until none of ``pids`` runs (any process, not only runners); those still alive."""
+    deadline = time.monotonic() + timeout
+    alive = {p for p in pids if pid_alive(p)}
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = {p for p in alive if pid_alive(p)}
+    return alive
+
+
 @pytest.fixture(scope="session", autouse=True)
 def no_runner_left_behind() -> Iterator[None]:
     yield

@@ -19,32 +19,28 @@ from jupyter_flame.channel.channel import Channel
 from jupyter_flame.channel.dial import connect
 from jupyter_flame.channel.listener import Listener
 from jupyter_flame.errors import ChannelAuthError, ChannelClosedError
-from tests.wire_proxy import Policy, WireProxy
+from tests.channel_fuzz import UNPICKLED, Counted
+from tests.wire_proxy import HandshakeRewrite, Policy, WireProxy
 
 HOST = "127.0.0.1"
 MARKER = b"SECRET-MARKER-7f3a9c"
-UNPICKLED: list[int] = []
-
-
-def _arrived(i: int) -> int:
-    UNPICKLED.append(i)
-    return i
-
-
-class Counted:
-    """Unpickling one records its number: proof of what was (and was not) loaded."""
-
-    def __init__(self, i: int) -> None:
-        self.i = i
-
-    def __reduce__(self) -> Any:
-        return (_arrived, (self.i,))
-
-
 def message(i: int) -> tuple[Counted, bytes, np.ndarray | None]:
     """Alternately small frames and large ones (an out-of-band buffer), marker inside both."""
     big = np.frombuffer(MARKER * 4000, np.uint8).copy() if i % 2 else None
     return Counted(i), MARKER + b" #%d" % i, big
+
+
+async def proxied_pair(encrypt: bool, policy: Policy | None = None,
+                       handshake: HandshakeRewrite | None = None
+                       ) -> tuple[bytes, Listener, WireProxy, Channel, Channel]:
+    """(key, listener, proxy, runner, parent): runner "r1" connected through a fresh proxy."""
+    key = os.urandom(32)
+    lst = await Listener.start(HOST, key, encrypt=encrypt)
+    proxy = await WireProxy(lst.address, policy, handshake).start()
+    fut = lst.expect("r1")
+    runner = await connect(*proxy.address, key, "r1", timeout=5)
+    parent: Channel = await asyncio.wait_for(fut, 5)
+    return key, lst, proxy, runner, parent
 
 
 async def session(encrypt: bool, policy: Policy | None = None, n: int = 6,
@@ -53,12 +49,7 @@ async def session(encrypt: bool, policy: Policy | None = None, n: int = 6,
     """A runner sends ``n`` messages through the proxy; return what the parent loaded and
     the error that stopped it (None if all arrived)."""
     UNPICKLED.clear()
-    key = os.urandom(32)
-    lst = await Listener.start(HOST, key, encrypt=encrypt)
-    proxy = await WireProxy(lst.address, policy, handshake).start()
-    fut = lst.expect("r1")
-    runner = await connect(*proxy.address, key, "r1", timeout=5)
-    parent: Channel = await asyncio.wait_for(fut, 5)
+    _, lst, proxy, runner, parent = await proxied_pair(encrypt, policy, handshake)
     got: list[int] = []
     error: BaseException | None = None
     try:
@@ -165,12 +156,7 @@ def test_recorded_session_replayed_to_a_new_connection_is_refused(encrypt: bool)
     """Every byte the runner sent in a real session, replayed to the same parent expecting the
     same runner: the handshake fails (fresh parent nonce), so no channel, nothing unpickled."""
     async def go() -> None:
-        key = os.urandom(32)
-        lst = await Listener.start(HOST, key, encrypt=encrypt)
-        proxy = await WireProxy(lst.address).start()
-        fut = lst.expect("r1")
-        runner = await connect(*proxy.address, key, "r1", timeout=5)
-        parent = await asyncio.wait_for(fut, 5)
+        key, lst, proxy, runner, parent = await proxied_pair(encrypt)
         await runner.send(message(1))
         assert (await parent.recv())[0] == 1
         runner.close()
@@ -204,12 +190,7 @@ def test_recorded_parent_reply_does_not_fool_a_new_runner(encrypt: bool) -> None
     """A fake parent replays the real parent's handshake reply to a fresh runner: the runner
     refuses it (its own nonce is in the transcript) and sends nothing of value."""
     async def go() -> None:
-        key = os.urandom(32)
-        lst = await Listener.start(HOST, key, encrypt=encrypt)
-        proxy = await WireProxy(lst.address).start()
-        fut = lst.expect("r1")
-        runner = await connect(*proxy.address, key, "r1", timeout=5)
-        await asyncio.wait_for(fut, 5)
+        key, lst, proxy, runner, _ = await proxied_pair(encrypt)
         runner.close()
         reply = bytes(proxy.handshakes["p2r"])
         await proxy.close()
@@ -256,12 +237,7 @@ def test_frames_of_one_session_do_not_open_in_another(encrypt: bool) -> None:
     """Two sessions under the same pool key: a frame recorded from the first, injected into the
     second at the right sequence number, fails (keys are per connection)."""
     async def go() -> None:
-        key = os.urandom(32)
-        lst = await Listener.start(HOST, key, encrypt=encrypt)
-        proxy = await WireProxy(lst.address).start()
-        fut = lst.expect("r1")
-        r1 = await connect(*proxy.address, key, "r1", timeout=5)
-        p1 = await asyncio.wait_for(fut, 5)
+        key, lst, proxy, r1, p1 = await proxied_pair(encrypt)
         await r1.send(pickle.dumps("first session"))
         await p1.recv()
         frame0 = proxy.frames[0]

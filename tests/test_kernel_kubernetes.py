@@ -304,7 +304,7 @@ def test_runner_pod_stuck_in_c_dies_with_its_sigkilled_kernel(sim: Sim, tmp_path
     """A pod runner whose cell holds the GIL in C cannot run its own liveness checks; its
     connection sentinel sees the kernel's end of the socket close and kills the group (the
     runner and the cell's child) within the grace period."""
-    from .conftest import pid_alive
+    from .conftest import pid_alive, wait_dead
 
     pids = tmp_path / "pids.txt"
     k = Kernel(cwd=tmp_path, env=sim.env)
@@ -324,11 +324,9 @@ def test_runner_pod_stuck_in_c_dies_with_its_sigkilled_kernel(sim: Sim, tmp_path
         assert pid_alive(runner) and pid_alive(child)
         k.kill()
         killed = True
-        deadline = time.monotonic() + 15
-        while (pid_alive(runner) or pid_alive(child)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not pid_alive(runner), "the runner pod's process outlived its kernel"
-        assert not pid_alive(child), "the cell's child outlived its kernel"
+        left = wait_dead({runner, child}, 15)
+        assert runner not in left, "the runner pod's process outlived its kernel"
+        assert child not in left, "the cell's child outlived its kernel"
     finally:
         if not killed:
             k.shutdown()

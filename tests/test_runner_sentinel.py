@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .conftest import pid_alive
+from .conftest import pid_alive, wait_dead
 from .kernel_harness import Kernel
 
 pytestmark = [pytest.mark.kernel, pytest.mark.slow]
@@ -36,11 +36,9 @@ def test_runner_stuck_in_c_dies_with_its_sigkilled_kernel(tmp_path) -> None:  # 
         assert pid_alive(runner) and pid_alive(child)
         kernel.kill()
         killed = True
-        deadline = time.monotonic() + 15
-        while (pid_alive(runner) or pid_alive(child)) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not pid_alive(runner), "the runner outlived its kernel"
-        assert not pid_alive(child), "the cell's child outlived its kernel"
+        left = wait_dead({runner, child}, 15)
+        assert runner not in left, "the runner outlived its kernel"
+        assert child not in left, "the cell's child outlived its kernel"
     finally:
         if not killed:
             kernel.shutdown()

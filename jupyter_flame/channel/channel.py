@@ -113,6 +113,10 @@ class Channel:
     def max_frame(self) -> int:
         return self._opener.max_frame
 
+    def fileno(self) -> int:
+        """The socket's descriptor (to watch it, never to read or write it)."""
+        return self._conn.sock.fileno()
+
     def set_max_frame(self, limit: int) -> None:
         """Change the largest frame this end accepts (the peer's limit should match)."""
         self._opener.max_frame = limit

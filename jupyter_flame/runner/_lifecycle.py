@@ -148,7 +148,7 @@ class Runner(TaskScheduling):
                 self._channel = await connect(env.host, env.port, env.key, env.runner_id,
                                               timeout=remaining)
                 if not os.environ.get("JUPYTER_FLAME_KERNEL_PID"):  # a pod: no kernel pid
-                    start_connection_sentinel(self._channel._conn.sock.fileno())
+                    start_connection_sentinel(self._channel.fileno())
                 self._baton = ReadBaton(self._channel, self._loop, self._on_frame,
                                         self._read_failed)
                 return
