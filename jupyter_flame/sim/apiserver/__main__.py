@@ -19,7 +19,7 @@ from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
 from ..kubeconfig import kubeconfig_text
-from . import tls
+from . import schemas, tls
 from .server import make_app
 from .state import ServerState
 
@@ -97,6 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--exit-with-parent", type=int, metavar="PID", default=None,
                         help="exit when process PID (the parent) exits")
     args = parser.parse_args(argv)
+    try:
+        schemas.require()
+    except schemas.SchemasUnavailable as exc:
+        parser.exit(2, f"jupyter-flame sim: {exc}\n")
     asyncio.run(serve(args.port, args.state_dir, args.history_size, args.admin_token, args.exit_with_parent))
 
 

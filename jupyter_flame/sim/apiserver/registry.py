@@ -16,6 +16,7 @@ from typing import Any
 
 from .. import quantity
 from .._time import rfc3339
+from . import decoding
 from . import patch as patches
 from .resources import Resource, lookup
 from .selectors import Selector
@@ -151,6 +152,7 @@ class Registry:
                 f"the kind in the data ({kind}) does not match the expected kind ({res.kind})"
             )
         obj["kind"], obj["apiVersion"] = res.kind, res.api_version
+        obj = decoding.decode(obj, res.group, res.version, res.kind)
         meta = obj.get("metadata")
         if not isinstance(meta, dict):
             meta = obj["metadata"] = {}

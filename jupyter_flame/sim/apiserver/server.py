@@ -7,15 +7,17 @@ the review/token endpoints, discovery or the streaming responses.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import logging
+import time
 from typing import Any
 
 import yaml
 from tornado import web
 
 from .._time import rfc3339
-from . import openapi, protobuf, resources, streams, tables
+from . import decoding, openapi, protobuf, resources, schemas, streams, tables
 from .rbac import Attributes, UserInfo
 from .routes import Route, parse
 from .selectors import Selector
@@ -27,21 +29,36 @@ from .status import (
     page_not_found,
     status_body,
     success_body,
+    too_large,
     unsupported_media_type,
 )
 
 log = logging.getLogger("jupyter_flame.sim.apiserver")
 
 VERSION = {
-    "major": "1", "minor": "32", "emulationMajor": "1", "emulationMinor": "32",
-    "gitVersion": "v1.32.0-jupyter-flame-sim", "gitCommit": "0000000000000000000000000000000000000000",
-    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23.4",
+    "major": str(schemas.KUBE_MAJOR), "minor": str(schemas.KUBE_MINOR),
+    "emulationMajor": str(schemas.KUBE_MAJOR), "emulationMinor": str(schemas.KUBE_MINOR),
+    "gitVersion": f"{schemas.KUBE_VERSION}-jupyter-flame-sim", "gitCommit": "0000000000000000000000000000000000000000",
+    "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.25.4",
     "compiler": "gc", "platform": "linux/amd64",
 }
 _PUBLIC = {"/version", "/healthz", "/livez", "/readyz", "/version/"}
 _RETURNS_OBJECT = {"pods", "namespaces"}
 
 
+#: The largest request body the server reads (kube-apiserver's default MaxRequestBodyBytes).
+MAX_REQUEST_BODY = 3 * 1024 * 1024
+#: Tornado's own cap, above ours so that a chunked body over ours still gets a Status body.
+_HARD_BODY_LIMIT = 1 << 40
+
+
+def _is_discovery(path: str) -> bool:
+    parts = [p for p in path.split("/") if p]
+    return (path.startswith("/openapi/") or parts in (["api"], ["apis"])
+            or len(parts) == 2 and parts[0] in ("api", "apis") or len(parts) == 3 and parts[0] == "apis")
+
+
+@web.stream_request_body
 class ApiHandler(web.RequestHandler):
     """Every request of the API server goes through here."""
 
@@ -67,7 +84,11 @@ class ApiHandler(web.RequestHandler):
 
     # -- helpers -----------------------------------------------------------
     def send(self, body: Any, code: int = 200, content_type: str = "application/json") -> None:
-        """Write a JSON response."""
+        """Write a JSON response (with the ``Warning`` headers of dropped unknown fields)."""
+        fields = getattr(self, "_fields", None)
+        if fields is not None and code < 300:
+            for message in fields.warnings:
+                self.add_header("Warning", '299 - "' + message.replace('"', '\\"') + '"')
         self.set_status(code)
         self.set_header("Content-Type", content_type)
         self.finish(json.dumps(body, separators=(",", ":")))
@@ -102,6 +123,8 @@ class ApiHandler(web.RequestHandler):
             raise unsupported_media_type(ctype) from exc
         except (ValueError, yaml.YAMLError) as exc:
             raise bad_request(f"error decoding request body: {exc}") from exc
+        except RecursionError:
+            raise bad_request("error decoding request body: json: exceeded max depth") from None
 
     # -- entry points --------------------------------------------------------
     async def get(self, path: str) -> None:  # noqa: D102
@@ -119,27 +142,72 @@ class ApiHandler(web.RequestHandler):
     async def delete(self, path: str) -> None:  # noqa: D102
         await self._serve("DELETE")
 
-    async def _serve(self, method: str) -> None:
-        path = self.request.path
+    def prepare(self) -> None:
+        """Authenticate, route and authorize from the headers alone, before any body is read.
+
+        As a real API server does, a request without a valid token gets its 401, and one its
+        user may not make gets its 403, without the server reading a byte of its body; a
+        declared ``Content-Length`` over :data:`MAX_REQUEST_BODY` gets 413 at once.
+        """
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._user: UserInfo | None = None
+        self._route: Route | None = None
+        path, method = self.request.path, self.request.method or "GET"
         try:
             if path in _PUBLIC:
-                self.send(VERSION if path.startswith("/version") else "ok")
                 return
-            user = self._impersonate(self.state.authenticate(self.request.headers.get("Authorization")))
-            if self._discovery(path, method):
+            self._user = self._impersonate(self.state.authenticate(self.request.headers.get("Authorization")))
+            if _is_discovery(path):
                 return
             route = parse(path)
             if route is None:
                 raise page_not_found()
-            await self._resource(method, route, user)
+            self._route = route
+            self._authorize(method, route, self._user)
+            declared = self.request.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > MAX_REQUEST_BODY:
+                raise too_large(MAX_REQUEST_BODY)
+            self.request.connection.set_max_body_size(_HARD_BODY_LIMIT)  # type: ignore[union-attr]
+        except ApiError as err:
+            self.send(err.status, err.code)
+        except Exception as exc:  # noqa: BLE001 - a Status body, never a tornado HTML page
+            self._internal_error(method, path, exc)
+
+    def data_received(self, chunk: bytes) -> None:  # noqa: D102
+        if self._finished:
+            return
+        self._size += len(chunk)
+        if self._size > MAX_REQUEST_BODY:
+            self._chunks.clear()
+            err = too_large(MAX_REQUEST_BODY)
+            self.send(err.status, err.code)
+            return
+        self._chunks.append(chunk)
+
+    def _internal_error(self, method: str, path: str, exc: BaseException) -> None:
+        log.exception("internal error serving %s %s", method, path, exc_info=exc)
+        if not self._finished:
+            self.send(status_body(500, "InternalError", f"Internal error occurred: {exc}",
+                                  {"causes": [{"message": str(exc)}]}), 500)
+
+    async def _serve(self, method: str) -> None:
+        path = self.request.path
+        self.request.body = b"".join(self._chunks)
+        self._chunks.clear()
+        try:
+            if path in _PUBLIC:
+                self.send(VERSION if path.startswith("/version") else "ok")
+                return
+            if self._discovery(path, method):
+                return
+            assert self._route is not None and self._user is not None
+            await self._resource(method, self._route, self._user)
         except ApiError as err:
             if not self._finished:
                 self.send(err.status, err.code)
         except Exception as exc:  # noqa: BLE001 - a Status body, never a tornado HTML page
-            log.exception("internal error serving %s %s", method, path)
-            if not self._finished:
-                self.send(status_body(500, "InternalError", f"Internal error occurred: {exc}",
-                                      {"causes": [{"message": str(exc)}]}), 500)
+            self._internal_error(method, path, exc)
 
     def _impersonate(self, user: UserInfo) -> UserInfo:
         """Honour ``Impersonate-User``/``Impersonate-Group`` (``kubectl --as``) when allowed."""
@@ -162,16 +230,10 @@ class ApiHandler(web.RequestHandler):
         parts = [p for p in path.split("/") if p]
         body: Any = None
         if path.startswith("/openapi/"):
-            if path == "/openapi/v2":
-                self.set_header("Content-Type", openapi.V2_CONTENT_TYPE)
-                self.finish(b"")
-                return True
-            if path == "/openapi/v3":
-                body = openapi.root()
-            else:
-                body = openapi.document_for_path(path[len("/openapi/v3/"):])
-                if body is None:
-                    raise page_not_found()
+            if method != "GET":
+                raise method_not_allowed()
+            self._openapi(path)
+            return True
         elif parts == ["api"]:
             body = resources.versions(self.state.address)
         elif parts == ["apis"]:
@@ -196,11 +258,46 @@ class ApiHandler(web.RequestHandler):
         self.send(body)
         return True
 
+    def _openapi(self, path: str) -> None:
+        """The OpenAPI documents, negotiated and cached as kube-openapi serves them."""
+        self.add_header("Vary", "Accept")
+        accept = self.request.headers.get("Accept")
+        if path == "/openapi/v3":
+            self.send(openapi.root())
+            return
+        if path == "/openapi/v2":
+            ctype = openapi.negotiate(accept, openapi.V2_OFFERS)
+            data = openapi.v2_json() if ctype == "application/json" else openapi.v2_protobuf()
+            tag = openapi.etag(openapi.v2_json())
+        else:
+            found = openapi.v3_for_path(path[len("/openapi/v3/"):])
+            if found is None:
+                raise page_not_found()
+            data, ctype, tag = found, openapi.negotiate(accept, openapi.V3_OFFERS), openapi.etag(found)
+            wanted = self.arg("hash")
+            if wanted and ctype is not None:
+                if wanted != tag:
+                    self.redirect(f"{path}?hash={tag}", permanent=True)
+                    return
+                self.set_header("Cache-Control", "public, immutable")
+                self.set_header("Expires", email.utils.formatdate(time.time() + 365 * 86400, usegmt=True))
+        if ctype is None:
+            self.set_status(406)
+            self.finish()
+            return
+        self.set_header("Content-Type", ctype)
+        self.set_header("Etag", f'"{tag}"')
+        if self.request.headers.get("If-None-Match", "").strip() in (f'"{tag}"', tag, "*"):
+            self.set_status(304)
+            self.finish()
+            return
+        self.finish(data)
+
     # -- resources -------------------------------------------------------------
-    async def _resource(self, method: str, route: Route, user: UserInfo) -> None:
+    def _authorize(self, method: str, route: Route, user: UserInfo) -> None:
+        """405/404 for requests no resource serves, then RBAC (audited)."""
         res, ns, name, sub = route.resource, route.namespace, route.name, route.subresource
-        watch = self.arg("watch") in ("true", "1")
-        verb = route.verb(method, watch)
+        verb = route.verb(method, self.arg("watch") in ("true", "1"))
         if sub == "log" and method != "GET" or sub in ("binding", "token") and method != "POST":
             raise method_not_allowed()
         if not res.stored and method != "POST":
@@ -210,6 +307,10 @@ class ApiHandler(web.RequestHandler):
         attrs = Attributes(user, verb, res.group, res.plural, sub, ns or "", name)
         self._audit = (attrs, rfc3339())
         self.state.check(attrs)
+
+    async def _resource(self, method: str, route: Route, user: UserInfo) -> None:
+        res, ns, name, sub = route.resource, route.namespace, route.name, route.subresource
+        watch = self.arg("watch") in ("true", "1")
         reg, state = self.state.registry, self.state
         body = self.body() if method in ("POST", "PUT", "PATCH", "DELETE") else None
         if res.plural == "selfsubjectaccessreviews":
@@ -242,8 +343,8 @@ class ApiHandler(web.RequestHandler):
         namespace = ns or ""
         if method in ("POST", "PUT", "PATCH", "DELETE"):
             dry = self.arg("dryRun") == "All"
-            with self.state.store.dry_run(dry):
-                self._write(method, route, body)
+            with self.state.store.dry_run(dry), decoding.request(self.arg("fieldValidation")) as fields:
+                self._write(method, route, body, fields)
             if not dry:
                 self.state.deleter.reconcile()
             return
@@ -280,8 +381,9 @@ class ApiHandler(web.RequestHandler):
             return
         raise method_not_allowed()
 
-    def _write(self, method: str, route: Route, body: Any) -> None:
+    def _write(self, method: str, route: Route, body: Any, fields: decoding.FieldValidation) -> None:
         res, ns, name, sub = route.resource, route.namespace, route.name, route.subresource
+        self._fields = fields
         namespace, reg = ns or "", self.state.registry
         if method == "POST":
             if name:

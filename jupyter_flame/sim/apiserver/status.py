@@ -109,6 +109,11 @@ def bad_request(message: str) -> ApiError:
     return ApiError(status_body(400, "BadRequest", message))
 
 
+def too_large(limit: int) -> ApiError:
+    """``413 RequestEntityTooLarge`` for a body over ``limit`` bytes."""
+    return ApiError(status_body(413, "RequestEntityTooLarge", f"Request entity too large: limit is {limit}"))
+
+
 def method_not_allowed() -> ApiError:
     """``405 MethodNotAllowed``."""
     return ApiError(
@@ -155,6 +160,7 @@ class FieldError:
         "FieldValueNotSupported": "Unsupported value",
         "FieldValueDuplicate": "Duplicate value",
         "FieldValueNotFound": "Not found",
+        "FieldValueTooLong": "Too long",
     }
 
     def message(self) -> str:

@@ -37,6 +37,10 @@ POD_UPDATE_FORBIDDEN = (
 )
 
 
+#: The total size of an object's annotations a real API server accepts (TotalAnnotationSizeLimitB).
+ANNOTATIONS_LIMIT = 256 * 1024
+
+
 def random_suffix(n: int = 5) -> str:
     """Random characters as ``generateName`` and SA volume names use them."""
     return "".join(secrets.choice(_NAME_CHARS) for _ in range(n))
@@ -98,8 +102,13 @@ def validate_meta(meta: dict[str, Any]) -> list[FieldError]:
                                    value, show_value=True))
         elif not _LABEL_VALUE.match(value):
             errs.append(FieldError("metadata.labels", "FieldValueInvalid", _VALUE_MSG, value, show_value=True))
-    for key in meta.get("annotations") or {}:
+    annotations = meta.get("annotations") or {}
+    for key in annotations:
         errs += _key_errors("metadata.annotations", str(key))
+    size = sum(len(str(k).encode()) + len(str(v or "").encode()) for k, v in annotations.items())
+    if size > ANNOTATIONS_LIMIT:
+        errs.append(FieldError("metadata.annotations", "FieldValueTooLong",
+                               f"may not be more than {ANNOTATIONS_LIMIT} bytes"))
     controllers = 0
     for ref in meta.get("ownerReferences") or []:
         for part, what in (("apiVersion", "version"), ("kind", "kind"), ("name", "name"), ("uid", "uid")):
