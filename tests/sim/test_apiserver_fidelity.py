@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from jupyter_flame.sim.apiserver import openapi_pb
+from jupyter_flame.sim.apiserver.discovery import AGGREGATED
 from jupyter_flame.sim.apiserver.launch import ApiServerProcess
 from jupyter_flame.sim.apiserver.protobuf import fields
 from jupyter_flame.sim.apiserver.server import MAX_REQUEST_BODY
@@ -263,3 +264,32 @@ def test_unauthenticated_body_is_never_read(apiserver: ApiServerProcess) -> None
     assert time.monotonic() - t0 < 10
     status, body, _ = raw_post(apiserver, 2**62, send=0, token="not-a-token")
     assert status == 401
+
+
+# -- discovery ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("accept", "aggregated"), [
+    (AGGREGATED + ",application/json", True),              # what kubectl and client-go send
+    ("application/json", False),
+    (None, False),
+    (AGGREGATED + ";q=0.5,application/json", False),       # the client prefers the legacy form
+    ("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json", False),
+])
+def test_aggregated_discovery_negotiation(apiserver: ApiServerProcess, accept: str | None, aggregated: bool) -> None:
+    for path in ("/api", "/apis"):
+        reply = call(apiserver, "GET", path, headers={"Accept": accept} if accept else {})
+        assert reply.status == 200 and reply.headers["Vary"] == "Accept"
+        body = reply.json()
+        if not aggregated:
+            assert reply.headers["Content-Type"] == "application/json"
+            assert body["kind"] == ("APIVersions" if path == "/api" else "APIGroupList")
+            continue
+        assert reply.headers["Content-Type"] == AGGREGATED
+        assert body["kind"] == "APIGroupDiscoveryList" and body["apiVersion"] == "apidiscovery.k8s.io/v2"
+        names = [g["metadata"].get("name", "") for g in body["items"]]
+        assert names == ([""] if path == "/api" else sorted(n for n in names if n))
+    core = call(apiserver, "GET", "/api", headers={"Accept": AGGREGATED}).json()["items"][0]["versions"][0]
+    pods = next(r for r in core["resources"] if r["resource"] == "pods")
+    assert pods["responseKind"] == {"group": "", "version": "v1", "kind": "Pod"}
+    assert pods["scope"] == "Namespaced" and pods["shortNames"] == ["po"]
+    assert {s["subresource"] for s in pods["subresources"]} >= {"log", "status", "binding"}

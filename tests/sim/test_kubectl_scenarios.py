@@ -107,6 +107,17 @@ items:
 {extra}"""
 
 
+def test_discovery_is_aggregated(kc: Run) -> None:
+    # a fresh HOME: no discovery cache, so kubectl asks the server; with aggregated discovery that is
+    # /api and /apis only (the legacy form costs one request per group/version)
+    out = kc("api-resources", "-v=6")
+    gets = [line for line in out.stderr.splitlines() if "GET" in line and "https://" in line]
+    paths = {line.split("https://", 1)[1].split("/", 1)[1].split("?")[0] for line in gets}
+    assert paths == {"api", "apis"}, gets
+    rows = [line.split() for line in out.stdout.splitlines()[1:]]
+    assert ["pods", "po", "v1", "true", "Pod"] in rows
+
+
 def test_create_and_apply_multi_document(kc: Run, space: str) -> None:
     out = kc("create", "-f", "-", input=_multi(space))
     assert out.stdout.splitlines() == ["configmap/settings created", "secret/creds created", "pod/web created"]

@@ -17,7 +17,7 @@ import yaml
 from tornado import web
 
 from .._time import rfc3339
-from . import decoding, openapi, protobuf, resources, schemas, streams, tables
+from . import decoding, discovery, openapi, protobuf, resources, schemas, streams, tables
 from .rbac import Attributes, UserInfo
 from .routes import Route, parse
 from .selectors import Selector
@@ -234,10 +234,14 @@ class ApiHandler(web.RequestHandler):
                 raise method_not_allowed()
             self._openapi(path)
             return True
-        elif parts == ["api"]:
-            body = resources.versions(self.state.address)
-        elif parts == ["apis"]:
-            body = resources.group_list()
+        elif parts in (["api"], ["apis"]):
+            self.add_header("Vary", "Accept")
+            if discovery.wants_aggregated(self.request.headers.get("Accept")):
+                if method != "GET":
+                    raise method_not_allowed()
+                self.send(discovery.aggregated(core=parts == ["api"]), content_type=discovery.AGGREGATED)
+                return True
+            body = resources.versions(self.state.address) if parts == ["api"] else resources.group_list()
         elif len(parts) == 2 and parts[0] == "api":
             if parts[1] != "v1":
                 raise page_not_found()
