@@ -157,8 +157,36 @@ def test_apply_server_side(kc: Run, space: str) -> None:
                                        "pod/web serverside-applied"]
     again = kc("apply", "--server-side", "-f", "-", input=_multi(space).replace("fast", "slow"))
     assert "configmap/settings serverside-applied" in again.stdout
-    cm = json.loads(kc("get", "configmap", "settings", "-n", space, "-o", "json").stdout)
+    cm = json.loads(kc("get", "configmap", "settings", "-n", space, "-o", "json", "--show-managed-fields").stdout)
     assert cm["data"] == {"mode": "slow"}
+    assert [(m["manager"], m["operation"], m["fieldsV1"]) for m in cm["metadata"]["managedFields"]] == [
+        ("kubectl", "Apply", {"f:data": {"f:mode": {}}})]
+    unchanged = kc("get", "configmap", "settings", "-n", space, "-o", "jsonpath={.metadata.resourceVersion}")
+    kc("apply", "--server-side", "-f", "-", input=_multi(space).replace("fast", "slow"))
+    assert kc("get", "configmap", "settings", "-n", space,
+              "-o", "jsonpath={.metadata.resourceVersion}").stdout == unchanged.stdout  # a no-op stays one
+
+
+def test_server_side_apply_conflicts(kc: Run, space: str) -> None:
+    kc("create", "-f", "-", input=_multi(space))  # fieldManager kubectl-create owns .data.mode
+    out = kc("apply", "--server-side", "-f", "-", input=_multi(space).replace("fast", "slow"), check=False)
+    assert out.returncode == 1
+    assert ('Apply failed with 1 conflict: conflict with "kubectl-create" using v1: .data.mode'
+            in out.stderr), out.stderr
+    same = kc("apply", "--server-side", "-f", "-", input=_multi(space))  # same values: shared, no conflict
+    assert "configmap/settings serverside-applied" in same.stdout
+    forced = kc("apply", "--server-side", "--force-conflicts", "-f", "-",
+                input=_multi(space).replace("mode: fast", "mode: slow, extra: x"))
+    assert "configmap/settings serverside-applied" in forced.stdout
+    cm = json.loads(kc("get", "configmap", "settings", "-n", space, "-o", "json", "--show-managed-fields").stdout)
+    assert cm["data"] == {"mode": "slow", "extra": "x"}
+    owned = {m["manager"]: m["fieldsV1"] for m in cm["metadata"]["managedFields"]}
+    assert owned["kubectl"] == {"f:data": {"f:extra": {}, "f:mode": {}}}
+    assert "f:mode" not in owned.get("kubectl-create", {}).get("f:data", {})
+    # a field the manager stops applying, and nobody else owns, is removed
+    kc("apply", "--server-side", "-f", "-", input=_multi(space).replace("mode: fast", "mode: slow"))
+    data = json.loads(kc("get", "configmap", "settings", "-n", space, "-o", "json").stdout)["data"]
+    assert data == {"mode": "slow"}
 
 
 def test_explain(kc: Run) -> None:

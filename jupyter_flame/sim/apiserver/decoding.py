@@ -14,40 +14,10 @@ parsed by ``json.loads`` first).
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
-from . import schemas
+from . import schemas, writes
 from .status import bad_request
-
-DIRECTIVES = ("Ignore", "Warn", "Strict")
-
-
-@dataclass
-class FieldValidation:
-    """One request's ``fieldValidation`` directive and the warnings it collected."""
-
-    directive: str = "Warn"
-    warnings: list[str] = field(default_factory=list)
-
-
-_REQUEST: ContextVar[FieldValidation | None] = ContextVar("field_validation", default=None)
-
-
-@contextlib.contextmanager
-def request(directive: str | None) -> Iterator[FieldValidation]:
-    """Decode the objects written inside this block under ``directive`` (``None``: Warn)."""
-    if directive not in (None, "", *DIRECTIVES):
-        raise bad_request(f"fieldValidation must be one of {', '.join(DIRECTIVES)}, got {directive!r}")
-    current = FieldValidation(directive or "Warn")
-    token = _REQUEST.set(current)
-    try:
-        yield current
-    finally:
-        _REQUEST.reset(token)
 
 
 class _TypeError(Exception):
@@ -168,7 +138,7 @@ def decode(obj: dict[str, Any], group: str, version: str, kind: str) -> dict[str
         out = walk.struct(obj, schema, kind, "", "")
     except _TypeError as exc:
         raise bad_request(prefix + str(exc)) from None
-    context = _REQUEST.get()
+    context = writes.current()
     if walk.unknown and context is not None:
         messages = [f'unknown field "{path}"' for path in walk.unknown]
         if context.directive == "Strict":

@@ -16,7 +16,7 @@ from typing import Any
 
 from .. import quantity
 from .._time import rfc3339
-from . import decoding
+from . import decoding, managed, writes
 from . import patch as patches
 from .resources import Resource, lookup
 from .selectors import Selector
@@ -42,6 +42,17 @@ from .validation import (
     validate_name,
     validate_pod,
 )
+
+def _own(old: dict[str, Any] | None, new: dict[str, Any], subresource: str) -> dict[str, Any]:
+    """``new`` with its managedFields after this request's write (see :mod:`.managed`)."""
+    request = writes.current()
+    if request is None:  # the server's own writes (garbage collection, controllers) keep the record
+        return new
+    if request.applied is not None and not subresource:
+        return managed.apply(old or {}, new, request.applied, request.manager, rfc3339(), request.force)
+    managed.record_update(old, new, request.manager, rfc3339(), subresource)
+    return new
+
 
 _WITH_STATUS = frozenset({"pods", "nodes", "namespaces"})
 _NAMESPACES = ("", "namespaces")
@@ -216,6 +227,7 @@ class Registry:
         if res.plural == "secrets":
             obj.setdefault("type", "Opaque")
             _fold_string_data(obj)
+        obj = _own(None, obj, "")
         self.store.add(res.key, obj)
         return copy.deepcopy(obj)
 
@@ -238,6 +250,9 @@ class Registry:
 
     def _commit(self, res: Resource, old: dict[str, Any], new: dict[str, Any], subresource: str) -> dict[str, Any]:
         meta, old_meta = new["metadata"], old["metadata"]
+        meta.pop("managedFields", None)  # the server keeps the record: writes never set it
+        if old_meta.get("managedFields"):
+            meta["managedFields"] = copy.deepcopy(old_meta["managedFields"])
         if subresource == "status":
             status = new.get("status")
             new = copy.deepcopy(old)
@@ -268,6 +283,8 @@ class Registry:
         _canonical_quantities(new, res.plural)
         if res.plural == "secrets":
             _fold_string_data(new)
+        new = _own(old, new, subresource)
+        meta = new["metadata"]
         if _strip_rv(new) == _strip_rv(old):
             return copy.deepcopy(old)
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
@@ -286,6 +303,9 @@ class Registry:
         if ctype == "application/apply-patch+yaml":
             if not field_manager:
                 raise invalid("PatchOptions", "", [FieldError("fieldManager", "FieldValueRequired", "is required for apply patch")], "meta.k8s.io")
+            request = writes.current()
+            if request is not None and isinstance(body, dict):
+                request.applied = {**body, "apiVersion": res.api_version, "kind": res.kind}
             if old is None:
                 body = dict(body or {})
                 body.setdefault("metadata", {})["name"] = name

@@ -17,7 +17,7 @@ import yaml
 from tornado import web
 
 from .._time import rfc3339
-from . import decoding, discovery, openapi, protobuf, resources, schemas, streams, tables
+from . import discovery, openapi, protobuf, resources, schemas, streams, tables, writes
 from .rbac import Attributes, UserInfo
 from .routes import Route, parse
 from .selectors import Selector
@@ -48,6 +48,9 @@ _RETURNS_OBJECT = {"pods", "namespaces"}
 
 #: The largest request body the server reads (kube-apiserver's default MaxRequestBodyBytes).
 MAX_REQUEST_BODY = 3 * 1024 * 1024
+#: A refused request's body up to this size is read and dropped before the answer, as Go's
+#: server drains it, so the client reads the answer on a connection that stays open.
+_DRAIN_LIMIT = 256 * 1024
 #: Tornado's own cap, above ours so that a chunked body over ours still gets a Status body.
 _HARD_BODY_LIMIT = 1 << 40
 
@@ -153,6 +156,7 @@ class ApiHandler(web.RequestHandler):
         self._size = 0
         self._user: UserInfo | None = None
         self._route: Route | None = None
+        self._early: ApiError | None = None
         path, method = self.request.path, self.request.method or "GET"
         try:
             if path in _PUBLIC:
@@ -170,12 +174,18 @@ class ApiHandler(web.RequestHandler):
                 raise too_large(MAX_REQUEST_BODY)
             self.request.connection.set_max_body_size(_HARD_BODY_LIMIT)  # type: ignore[union-attr]
         except ApiError as err:
+            declared = self.request.headers.get("Content-Length", "0")
+            if declared.isdigit() and int(declared) <= _DRAIN_LIMIT:
+                # like Go's server: drain a small body so the client reads the answer on a live connection
+                self._early = err
+                self.request.connection.set_max_body_size(_DRAIN_LIMIT)  # type: ignore[union-attr]
+                return
             self.send(err.status, err.code)
         except Exception as exc:  # noqa: BLE001 - a Status body, never a tornado HTML page
             self._internal_error(method, path, exc)
 
     def data_received(self, chunk: bytes) -> None:  # noqa: D102
-        if self._finished:
+        if self._finished or self._early is not None:
             return
         self._size += len(chunk)
         if self._size > MAX_REQUEST_BODY:
@@ -195,6 +205,9 @@ class ApiHandler(web.RequestHandler):
         path = self.request.path
         self.request.body = b"".join(self._chunks)
         self._chunks.clear()
+        if self._early is not None:
+            self.send(self._early.status, self._early.code)
+            return
         try:
             if path in _PUBLIC:
                 self.send(VERSION if path.startswith("/version") else "ok")
@@ -347,7 +360,9 @@ class ApiHandler(web.RequestHandler):
         namespace = ns or ""
         if method in ("POST", "PUT", "PATCH", "DELETE"):
             dry = self.arg("dryRun") == "All"
-            with self.state.store.dry_run(dry), decoding.request(self.arg("fieldValidation")) as fields:
+            manager = writes.manager_for(self.arg("fieldManager"), self.request.headers.get("User-Agent"))
+            with self.state.store.dry_run(dry), writes.request(
+                    self.arg("fieldValidation"), manager, self.arg("force") in ("true", "1")) as fields:
                 self._write(method, route, body, fields)
             if not dry:
                 self.state.deleter.reconcile()
@@ -385,7 +400,7 @@ class ApiHandler(web.RequestHandler):
             return
         raise method_not_allowed()
 
-    def _write(self, method: str, route: Route, body: Any, fields: decoding.FieldValidation) -> None:
+    def _write(self, method: str, route: Route, body: Any, fields: writes.WriteRequest) -> None:
         res, ns, name, sub = route.resource, route.namespace, route.name, route.subresource
         self._fields = fields
         namespace, reg = ns or "", self.state.registry
