@@ -42,6 +42,16 @@ from .validation import (
     validate_name,
     validate_pod,
 )
+from .workload_spec import (
+    WORKLOADS,
+    default_service,
+    default_workload,
+    scale_of,
+    validate_service,
+    validate_workload,
+    workload_update_errors,
+)
+
 
 def _own(old: dict[str, Any] | None, new: dict[str, Any], subresource: str) -> dict[str, Any]:
     """``new`` with its managedFields after this request's write (see :mod:`.managed`)."""
@@ -54,7 +64,7 @@ def _own(old: dict[str, Any] | None, new: dict[str, Any], subresource: str) -> d
     return new
 
 
-_WITH_STATUS = frozenset({"pods", "nodes", "namespaces"})
+_WITH_STATUS = frozenset({"pods", "nodes", "namespaces", "services"}) | WORKLOADS
 _NAMESPACES = ("", "namespaces")
 
 
@@ -114,12 +124,12 @@ class Registry:
         self.store = store
 
     # -- reads ---------------------------------------------------------------
-    def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any]:
-        """A copy of the object, or 404."""
+    def get(self, res: Resource, namespace: str, name: str, subresource: str = "") -> dict[str, Any]:
+        """A copy of the object (its ``Scale`` for ``subresource="scale"``), or 404."""
         obj = self.store.get(res.key, namespace, name)
         if obj is None:
             raise not_found(res.plural, name, res.group)
-        return copy.deepcopy(obj)
+        return scale_of(obj) if subresource == "scale" else copy.deepcopy(obj)
 
     def list(self, res: Resource, namespace: str | None, selector: Selector,
              limit: int | None = None, cont: str | None = None) -> dict[str, Any]:
@@ -207,6 +217,15 @@ class Registry:
             obj["status"] = {}
             default_pod(obj, sa.get("automountServiceAccountToken", True) is not False)
             errs += validate_pod(obj)
+        if res.plural in WORKLOADS:
+            obj["status"] = {"replicas": 0} if res.plural == "replicasets" else {}
+            meta["generation"] = 1
+            default_workload(obj, res.plural)
+            errs += validate_workload(obj, res.plural)
+        if res.plural == "services":
+            obj.pop("status", None)
+            default_service(obj, self._free_cluster_ip())
+            errs += validate_service(obj)
         if res.plural == "events":
             inv_ns = (obj.get("involvedObject") or {}).get("namespace")
             if inv_ns and inv_ns != namespace:
@@ -235,6 +254,8 @@ class Registry:
     def update(self, res: Resource, namespace: str, name: str, body: Any,
                subresource: str = "", check_rv: bool = True) -> dict[str, Any]:
         """Replace an object (PUT); 409 on a stale ``resourceVersion``."""
+        if subresource == "scale":
+            return self._update_scale(res, namespace, name, body, check_rv)
         new = self._check_body(res, namespace, body)
         meta = new["metadata"]
         if meta.get("name") and meta["name"] != name:
@@ -275,6 +296,21 @@ class Registry:
             errs = validate_pod(new) + pod_spec_update_errors(old, new)
             if errs:
                 raise invalid(res.kind, old_meta["name"], errs)
+        if res.plural in WORKLOADS:
+            meta["generation"] = old_meta.get("generation", 1)
+            if subresource != "status":
+                default_workload(new, res.plural)
+                errs = validate_workload(new, res.plural) + workload_update_errors(old, new)
+                if errs:
+                    raise invalid(res.kind, old_meta["name"], errs, res.group)
+                if new.get("spec") != old.get("spec"):
+                    meta["generation"] += 1
+        if res.plural == "services" and subresource != "status":
+            old_ip = (old.get("spec") or {}).get("clusterIP")
+            default_service(new, old_ip or self._free_cluster_ip())
+            errs = validate_service(new)
+            if errs:
+                raise invalid(res.kind, old_meta["name"], errs, res.group)
         meta_errs = validate_meta(meta)
         if meta_errs:
             raise invalid(res.kind, old_meta["name"], meta_errs, res.group)
@@ -312,13 +348,14 @@ class Registry:
                 return self.create(res, namespace, body), 201
         if old is None:
             raise not_found(res.plural, name, res.group)
+        target = scale_of(old) if subresource == "scale" else old
         try:
             if ctype == "application/merge-patch+json":
-                new = patches.merge_patch(old, body)
+                new = patches.merge_patch(target, body)
             elif ctype in ("application/strategic-merge-patch+json", "application/apply-patch+yaml"):
-                new = patches.strategic_merge_patch(old, body)
+                new = patches.strategic_merge_patch(target, body)
             elif ctype == "application/json-patch+json":
-                new = patches.json_patch(old, body)
+                new = patches.json_patch(target, body)
             else:
                 raise unsupported_media_type(ctype)
         except patches.PatchError as exc:
@@ -335,6 +372,37 @@ class Registry:
             raise invalid(res.kind, name, [FieldError("metadata.name", "FieldValueInvalid", "field is immutable", meta.get("name"), show_value=True)], res.group)
         obj = self.update(res, namespace, name, new, subresource, check_rv=False)
         return obj, 200
+
+    # -- scale -----------------------------------------------------------------
+    def _update_scale(self, res: Resource, namespace: str, name: str, body: Any,
+                      check_rv: bool) -> dict[str, Any]:
+        """PUT ``<workload>/scale``: set ``spec.replicas`` from an ``autoscaling/v1 Scale``."""
+        if res.plural not in WORKLOADS:
+            raise not_found(res.plural, name, res.group)
+        old = self.store.get(res.key, namespace, name)
+        if old is None:
+            raise not_found(res.plural, name, res.group)
+        scale = body if isinstance(body, dict) else {}
+        rv = (scale.get("metadata") or {}).get("resourceVersion")
+        if check_rv and rv and rv != old["metadata"]["resourceVersion"]:
+            raise conflict(res.plural, name, res.group)
+        replicas = (scale.get("spec") or {}).get("replicas", 0)
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise invalid("Scale", name, [FieldError("spec.replicas", "FieldValueInvalid",
+                                                     "must be greater than or equal to 0", replicas,
+                                                     show_value=True)], "autoscaling")
+        new = copy.deepcopy(old)
+        new["spec"]["replicas"] = replicas
+        return scale_of(self._commit(res, old, new, "scale"))
+
+    def _free_cluster_ip(self) -> str:
+        """The next unused Service IP of ``10.96.0.0/12`` (``10.96.0.1`` is ``kubernetes``)."""
+        taken = {(o.get("spec") or {}).get("clusterIP") for o in self.store.list(("", "services"))}
+        for n in range(10, 1 << 20):
+            ip = f"10.{96 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
+            if ip not in taken:
+                return ip
+        raise bad_request("the Service IP range 10.96.0.0/12 is full")
 
     # -- pod binding -----------------------------------------------------------
     def bind(self, namespace: str, name: str, binding: dict[str, Any]) -> dict[str, Any]:

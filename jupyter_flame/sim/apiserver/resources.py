@@ -61,6 +61,15 @@ class Resource:
 _STATUS = ("get", "patch", "update")
 _CORE = "rbac.authorization.k8s.io"
 
+
+def _scaled(kind: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """``status`` and ``scale`` (an ``autoscaling/v1 Scale``) subresources of a workload."""
+    return {"status": (kind, _STATUS), "scale": ("Scale", _STATUS)}
+
+
+#: subresources whose kind lives in another group/version (discovery names it)
+SUBRESOURCE_GROUP_VERSIONS = {"token": ("authentication.k8s.io", "v1"), "scale": ("autoscaling", "v1")}
+
 RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "namespaces", "Namespace", False, ("ns",),
              ("create", "delete", "get", "list", "patch", "update", "watch"),
@@ -75,6 +84,13 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("", "v1", "nodes", "Node", False, ("no",), ALL_VERBS, {"status": ("Node", _STATUS)}),
     Resource("", "v1", "serviceaccounts", "ServiceAccount", True, ("sa",), ALL_VERBS,
              {"token": ("TokenRequest", ("create",))}),
+    Resource("", "v1", "services", "Service", True, ("svc",),
+             ("create", "delete", "get", "list", "patch", "update", "watch"),
+             {"status": ("Service", _STATUS)}, ("all",)),
+    Resource("apps", "v1", "deployments", "Deployment", True, ("deploy",), ALL_VERBS,
+             _scaled("Deployment"), ("all",)),
+    Resource("apps", "v1", "replicasets", "ReplicaSet", True, ("rs",), ALL_VERBS,
+             _scaled("ReplicaSet"), ("all",)),
     Resource(_CORE, "v1", "roles", "Role", True),
     Resource(_CORE, "v1", "rolebindings", "RoleBinding", True),
     Resource(_CORE, "v1", "clusterroles", "ClusterRole", False),
@@ -137,8 +153,9 @@ def resource_list(group_version: str) -> dict[str, Any]:
                 "kind": kind,
                 "verbs": list(verbs),
             }
-            if sub == "token":
-                sub_entry.update(group="authentication.k8s.io", version="v1")
+            if sub in SUBRESOURCE_GROUP_VERSIONS:
+                sub_group, sub_version = SUBRESOURCE_GROUP_VERSIONS[sub]
+                sub_entry.update(group=sub_group, version=sub_version)
             out.append(sub_entry)
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": out}
 

@@ -389,7 +389,7 @@ class ApiHandler(web.RequestHandler):
                 self.send(listing)
             return
         if method == "GET":
-            obj = reg.get(res, namespace, name)
+            obj = reg.get(res, namespace, name, sub)
             include = self._table_include()
             if include == tables.PARTIAL:
                 self.send(tables.partial(obj))

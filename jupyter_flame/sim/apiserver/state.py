@@ -1,6 +1,6 @@
 """The server's shared state and the requests that are not plain CRUD.
 
-Holds the store, registry, deleter and token authority, seeds a fresh
+Holds the store, registry, deleter, workload controllers and token authority, seeds a fresh
 cluster (system namespaces, default service accounts, bootstrap RBAC), and
 implements authentication, authorization, TokenRequest and the review APIs.
 """
@@ -29,6 +29,7 @@ from .resources import Resource, by_api_version_kind, lookup
 from .status import ApiError, FieldError, forbidden, invalid, not_found, unauthorized
 from .store import Change, Store
 from .tokens import TokenAuthority, service_account_user
+from .workloads import WorkloadControllers
 
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
 _SA = ("", "serviceaccounts")
@@ -58,6 +59,8 @@ class ServerState:
         self.store = Store(history_size)
         self.registry = Registry(self.store)
         self.deleter = Deleter(self.registry)
+        #: the deployment and replica-set controllers (kube-controller-manager's, in-process)
+        self.workloads = WorkloadControllers(self.registry, self.deleter)
         self.tokens = TokenAuthority(admin_token)
         self.address = ""
         self.store.listeners.append(self._on_change)

@@ -6,6 +6,8 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from .workload_spec import label_selector_text
+
 Row = Callable[[dict[str, Any]], list[Any]]
 
 _NAME = {"name": "Name", "type": "string", "format": "name", "priority": 0,
@@ -118,7 +120,50 @@ def _event_row(ev: dict[str, Any]) -> list[Any]:
             f"{(inv.get('kind') or '').lower()}/{inv.get('name', '')}", ev.get("message", "")]
 
 
+def _images(obj: dict[str, Any]) -> tuple[str, str]:
+    containers = (((obj.get("spec") or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    return ",".join(c.get("name", "") for c in containers), ",".join(c.get("image", "") for c in containers)
+
+
+def _selector(obj: dict[str, Any]) -> str:
+    return label_selector_text((obj.get("spec") or {}).get("selector")) or "<none>"
+
+
+def _deployment_row(d: dict[str, Any]) -> list[Any]:
+    spec, status = d.get("spec") or {}, d.get("status") or {}
+    names, images = _images(d)
+    return [d["metadata"]["name"], f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+            int(status.get("updatedReplicas", 0)), int(status.get("availableReplicas", 0)), age(d),
+            names, images, _selector(d)]
+
+
+def _replicaset_row(rs: dict[str, Any]) -> list[Any]:
+    spec, status = rs.get("spec") or {}, rs.get("status") or {}
+    names, images = _images(rs)
+    return [rs["metadata"]["name"], int(spec.get("replicas", 0)), int(status.get("replicas", 0)),
+            int(status.get("readyReplicas", 0)), age(rs), names, images, _selector(rs)]
+
+
+def _service_row(svc: dict[str, Any]) -> list[Any]:
+    spec = svc.get("spec") or {}
+    ports = ",".join(
+        f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
+        for p in spec.get("ports") or []) or "<none>"
+    external = ",".join(spec.get("externalIPs") or []) or "<none>"
+    selector = ",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items())) or "<none>"
+    return [svc["metadata"]["name"], spec.get("type", ""), spec.get("clusterIP") or "<none>", external,
+            ports, age(svc), selector]
+
+
+_WORKLOAD_WIDE = [_col("Containers", 1), _col("Images", 1), _col("Selector", 1)]
+
 _TABLES: dict[str, tuple[list[dict[str, Any]], Row]] = {
+    "deployments": ([_NAME, _col("Ready"), _col("Up-to-date", 0, "integer"), _col("Available", 0, "integer"),
+                     _AGE, *_WORKLOAD_WIDE], _deployment_row),
+    "replicasets": ([_NAME, _col("Desired", 0, "integer"), _col("Current", 0, "integer"),
+                     _col("Ready", 0, "integer"), _AGE, *_WORKLOAD_WIDE], _replicaset_row),
+    "services": ([_NAME, _col("Type"), _col("Cluster-IP"), _col("External-IP"), _col("Port(s)"), _AGE,
+                  _col("Selector", 1)], _service_row),
     "pods": ([_NAME, _col("Ready"), _col("Status"), _col("Restarts", 0, "string"), _AGE,
               _col("IP", 1), _col("Node", 1), _col("Nominated Node", 1), _col("Readiness Gates", 1)],
              _pod_row),
