@@ -14,6 +14,17 @@ way a cluster would run one, and writes:
     ``POD_IP``; load with ``set -a; . DIR/notebook.env; set +a``.
 ``DIR/sim.json``
     Process ids and addresses for ``sim down``.
+``DIR/pki/kubelet-ca.crt``, ``DIR/pki/apiserver-kubelet-client.{crt,key}``
+    The kubelet API's CA and the client certificate an API server presents to
+    the agent's ``/containerLogs`` (kube-apiserver's
+    ``--kubelet-client-certificate``/``--kubelet-client-key``; trust
+    ``kubelet-ca.crt`` with ``--kubelet-certificate-authority``). See
+    :mod:`jupyter_flame.sim.agent.certs`. ``--kubelet-client-ca FILE`` makes the
+    agent accept client certificates of another CA (an external API server's).
+    The agent listens on the nodes' InternalIP (127.0.0.1) at a free port it
+    advertises as ``daemonEndpoints.kubeletEndpoint.Port``; a kube-apiserver
+    needs ``--kubelet-preferred-address-types=InternalIP`` to dial it (the nodes'
+    ``Hostname`` addresses resolve nowhere).
 
 Nodes are ``flame-sim-node-<i>``. With ``--gpus-per-node G`` the ``--nodes N``
 nodes carry G ``nvidia.com/gpu`` each (label ``nvidia.com/gpu.product``, taint
@@ -47,6 +58,8 @@ from typing import Any
 
 import yaml
 
+from .agent.certs import ensure_pki
+from .agent.devices import HOST_IP
 from .agent.images import DEFAULT_IMAGES
 from .agent.node import DEFAULT_GPU_PRODUCT
 from .agent.process import kill_recorded, proc_start_time
@@ -206,6 +219,14 @@ def up(args: argparse.Namespace) -> int:
         "--node-name-prefix", NODE_PREFIX, "--ready-file", str(d / "agent.ready"),
         "--cpu", args.node_cpu, "--memory", args.node_memory,
     ]  # fmt: skip
+    names = tuple(f"{NODE_PREFIX}{i}" for i in range(cpu_nodes + args.nodes))
+    pki = ensure_pki(d / "pki", HOST_IP, names)
+    client_ca = Path(args.kubelet_client_ca).resolve() if args.kubelet_client_ca else pki.ca_cert
+    agent_args += [
+        "--kubelet-client-ca", str(client_ca), "--kubelet-port", str(args.kubelet_port),
+        "--kubelet-tls-cert", str(pki.serving_cert), "--kubelet-tls-key", str(pki.serving_key),
+    ]  # fmt: skip
+    state["kubelet_client_ca"] = str(client_ca)
     agent_log = d / "agent.log"
     if args.apiserver:
         admin = Path(args.kubeconfig).resolve()
@@ -261,6 +282,18 @@ def up(args: argparse.Namespace) -> int:
         )
     else:
         nodes = f"{args.nodes} node(s)"
+    hint = ""
+    if args.apiserver:
+        client = (
+            f"its kubelet client certificate (signed by {client_ca})"
+            if args.kubelet_client_ca
+            else f"--kubelet-client-certificate {pki.client_cert} --kubelet-client-key "
+            f"{pki.client_key}"
+        )
+        hint = (
+            f"  for kubectl logs, run the API server with {client} --kubelet-certificate-authority "
+            f"{pki.ca_cert} --kubelet-preferred-address-types=InternalIP\n"
+        )
     print(
         f"jupyter-flame sim is up in {time.monotonic() - t0:.2f} s: API server {state['url']}, "
         f"{nodes}.\n"
@@ -268,7 +301,10 @@ def up(args: argparse.Namespace) -> int:
         f"  kubeconfig    {kubeconfig}  (notebook token: RBAC applies)\n"
         f"  admin         {admin}\n"
         f"  logs          {d}/logs/<namespace>/<pod>/<container>.log, {agent_log}\n"
-        f"Use it:\n"
+        f"  kubelet API   client cert {pki.client_cert} (key beside it), accepted CA "
+        f"{client_ca}, serving CA {pki.ca_cert}\n"
+        + hint
+        + f"Use it:\n"
         f"  set -a; . {d}/notebook.env; set +a; jupyter lab   # kernels believe they run in the pod\n"
         f"  kubectl --kubeconfig {admin} get nodes,pods -A\n"
         f"Stop it:  jupyter flame sim down --dir {d}"
@@ -340,6 +376,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     u.add_argument("--port", type=int, default=0, help="API server port (default: any free)")
     u.add_argument("--apiserver", help="use this API server instead of starting one")
     u.add_argument("--kubeconfig", help="admin kubeconfig for --apiserver")
+    u.add_argument(
+        "--kubelet-client-ca",
+        help="CA of the client certificates the agent's kubelet API accepts "
+        "(default: DIR/pki/kubelet-ca.crt, which signed DIR/pki/apiserver-kubelet-client.crt)",
+    )
+    u.add_argument(
+        "--kubelet-port", type=int, default=0, help="kubelet API port (default: any free)"
+    )
     dn = sub.add_parser("down", help="stop the stand-in and every process it started")
     dn.add_argument("--dir", required=True, type=Path, help="state directory")
     return p.parse_args(argv)

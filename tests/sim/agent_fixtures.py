@@ -241,3 +241,31 @@ def sim_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimCluster
         server.stop()
         leftovers = session_members({*pids, *(a.pid for a in agents)})
         assert not leftovers, f"processes left behind: {leftovers}"
+
+
+def kubelet_endpoint(core: Any, node: str) -> tuple[str, int]:
+    """(InternalIP, kubelet port) a Node advertises, as an API server finds its kubelet."""
+    obj = json.loads(core.read_node(node, _preload_content=False).data)
+    ip = next(a["address"] for a in obj["status"]["addresses"] if a["type"] == "InternalIP")
+    return ip, int(obj["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"])
+
+
+def kubelet_get(
+    endpoint: tuple[str, int],
+    path: str,
+    ca: Path,
+    client_cert: tuple[Path, Path] | None,
+    timeout: float = 20.0,
+) -> Any:
+    """GET ``path`` from a kubelet API over HTTPS, verifying its serving certificate with
+    ``ca`` and presenting ``client_cert`` (cert, key) if given; returns the open
+    ``http.client.HTTPResponse`` (read it, or iterate it line by line to follow)."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if client_cert is not None:
+        ctx.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
+    conn = http.client.HTTPSConnection(endpoint[0], endpoint[1], context=ctx, timeout=timeout)
+    conn.request("GET", path)
+    return conn.getresponse()

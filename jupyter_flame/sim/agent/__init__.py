@@ -23,4 +23,7 @@ Modules, pure ones first:
 - :mod:`.kubelet` - the per-pod state machine.
 - :mod:`.agent` - the loop: watches, scheduling, status writes.
 - :mod:`.rest` - a stdlib REST client used by ``sim up``.
+- :mod:`.certs` - the kubelet API's CA, serving and client certificates.
+- :mod:`.logtimes` - when each container log line was written (``timestamps``).
+- :mod:`.logserver` - the kubelet API's ``/containerLogs`` over HTTPS (``kubectl logs``).
 """

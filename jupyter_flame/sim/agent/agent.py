@@ -25,17 +25,30 @@ from .api import Api, ApiException
 from .events import EventRecorder
 from .images import ImageStore
 from .kubelet import Kubelet
+from .logserver import LogServer, pod_views
 from .node import NodeConfig, node_object, node_status
 from .oom import INTERVAL as OOM_INTERVAL
 from .process import ProcessTable
 from .scheduler import is_schedulable_by_us, node_info, pod_requests, schedule
 
-__all__ = ["Agent"]
+__all__ = ["Agent", "RegistrationRefused"]
 
 Json = dict[str, Any]
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
 FAILED_SCHEDULING_REPEAT = 60.0
+
+
+class RegistrationRefused(Exception):
+    """The API server refused our credentials while registering nodes; says what they need."""
+
+
+#: What the agent's credentials need (a kubelet's ``system:node`` rights plus the scheduler's).
+NEEDS = (
+    "nodes: create, get, list, watch, patch; nodes/status: patch; pods: list, watch, delete; "
+    "pods/status: patch; pods/binding: create (unless --no-scheduler); secrets, configmaps: get; "
+    "events: create, patch"
+)
 
 
 class Agent:
@@ -57,6 +70,8 @@ class Agent:
         ``spec.schedulerName`` served.
     on_registered : callable, optional
         Called once the nodes are registered (``--ready-file`` writes its file).
+    logserver : LogServer, optional
+        The kubelet API listener; the loop publishes its pods to it and stops it.
     """
 
     def __init__(
@@ -69,8 +84,10 @@ class Agent:
         scheduler: bool = True,
         scheduler_name: str = "default-scheduler",
         on_registered: Callable[[], None] | None = None,
+        logserver: LogServer | None = None,
     ) -> None:
         self.on_registered = on_registered
+        self.logserver = logserver
         self.api = api
         self.node_configs = {n.name: n for n in nodes}
         self.scheduler_enabled = scheduler
@@ -105,19 +122,33 @@ class Agent:
         threading.Thread(target=self.queue.put, args=(("stop",),), daemon=True).start()
 
     def register_nodes(self) -> None:
-        """Create (or update) our Node objects and mark them Ready."""
+        """Create (or update) our Node objects and mark them Ready.
+
+        Raises
+        ------
+        RegistrationRefused
+            401/403 from the API server; the message lists what the agent needs.
+        """
         for cfg in self.node_configs.values():
             body = node_object(cfg)
             try:
-                self.api.create_node(body)
+                try:
+                    self.api.create_node(body)
+                except ApiException as exc:
+                    if exc.status != 409:
+                        raise
+                    taints = body["spec"].get("taints")
+                    self.api.patch_node(
+                        cfg.name, {"metadata": body["metadata"], "spec": {"taints": taints}}
+                    )
+                self.api.patch_node_status(cfg.name, node_status(cfg, since=self.registered_at))
             except ApiException as exc:
-                if exc.status != 409:
+                if exc.status not in (401, 403):
                     raise
-                self.api.patch_node(
-                    cfg.name,
-                    {"metadata": body["metadata"], "spec": {"taints": body["spec"].get("taints")}},
-                )
-            self.api.patch_node_status(cfg.name, node_status(cfg, since=self.registered_at))
+                raise RegistrationRefused(
+                    f"the API server refused to register node {cfg.name}: {exc.status} "
+                    f"{exc.reason}: {exc.body}\nThe agent's credentials need {NEEDS}."
+                ) from exc
 
     def _heartbeat(self) -> None:
         for cfg in self.node_configs.values():
@@ -186,6 +217,8 @@ class Agent:
                     self.sched_dirty = False
                     self._safely(self._schedule_pending)
                 self._safely(self._flush)
+                if self.logserver is not None:
+                    self.logserver.publish(pod_views(self.kubelet.runs.values()))
         finally:
             self.shutdown()
 
@@ -345,3 +378,5 @@ class Agent:
             except Exception:
                 pass
         self.record.close(timeout=1.0)
+        if self.logserver is not None:
+            self.logserver.stop()

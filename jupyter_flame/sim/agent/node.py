@@ -56,6 +56,9 @@ class NodeConfig:
         Value of the product label.
     labels : dict
         Extra labels.
+    kubelet_port : int
+        ``status.daemonEndpoints.kubeletEndpoint.Port``: where the agent serves the
+        kubelet API (``.logserver``), the port it actually bound.
     """
 
     name: str
@@ -65,6 +68,7 @@ class NodeConfig:
     gpus: int = 0
     gpu_product: str = DEFAULT_GPU_PRODUCT
     labels: dict[str, str] = field(default_factory=dict)
+    kubelet_port: int = 10250
 
 
 def _resources(cfg: NodeConfig) -> Json:
@@ -130,7 +134,7 @@ def node_status(cfg: NodeConfig, ready: bool = True, since: str | None = None) -
             {"type": "InternalIP", "address": HOST_IP},
             {"type": "Hostname", "address": cfg.name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": cfg.kubelet_port}},
         "nodeInfo": {
             "architecture": _arch(),
             "operatingSystem": "linux",
