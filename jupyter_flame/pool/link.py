@@ -306,14 +306,16 @@ class RunnerLink:
         how = describe_exit(code)
         if self.handle.info.get("exit_reason"):  # the backend knows why (out of memory...)
             how = f"{self.handle.info['exit_reason']} (exit code {code})"
-        what = f"Runner {self.id} of pool '{self.pool}' was lost: {how}"
+        pod = self.handle.info.get("pod")
+        where = f" (pod {pod})" if pod else ""
+        what = f"Runner {self.id}{where} of pool '{self.pool}' was lost: {how}"
         if isinstance(exc, RunnerLostError):  # the kernel gave up on it (heartbeat_timeout)
             what = str(exc).rstrip(".")
         if busy:
             what += f" while running {busy} task{'s' if busy != 1 else ''}"
         if isinstance(exc, ChannelAuthError):
             what += f" (channel authentication failed: {exc})"
-        err = RunnerLostError(what + ".", exit_code=code, pool=self.pool, runner=self.id)
+        err = RunnerLostError(what + ".", exit_code=code, pool=self.pool, runner=self.id, pod=pod)
         self._finish(err)
         return err
 
