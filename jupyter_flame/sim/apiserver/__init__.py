@@ -26,7 +26,12 @@ finalizers, propagation, namespaces), :mod:`.gc`, :mod:`.selectors`,
 :mod:`.quantity`, :mod:`.resources` (kinds and discovery), :mod:`.openapi`,
 :mod:`.tables`, :mod:`.protobuf`, :mod:`.routes`, :mod:`.streams`,
 :mod:`.state`, :mod:`.server`, :mod:`.tls`, :mod:`.kubeconfig`,
-:mod:`.launch`.
+:mod:`.launch`; fidelity to a real server: :mod:`.schemas` (upstream schemas),
+:mod:`.openapi` and :mod:`.openapi_pb` (v2/v3 documents), :mod:`.discovery`
+(aggregated), :mod:`.decoding` (unknown fields, types), :mod:`.managed`
+(managedFields, apply conflicts), :mod:`.writes` (per-request context);
+workloads: :mod:`.workloads`, :mod:`.controller`, :mod:`.deployment`,
+:mod:`.replicaset`, :mod:`.workload_spec`.
 """
 
 from __future__ import annotations

@@ -14,9 +14,8 @@ import json
 import uuid
 from typing import Any
 
-from .. import quantity
 from .._time import rfc3339
-from . import decoding, managed, writes
+from . import decoding, stored, writes
 from . import patch as patches
 from .resources import Resource, lookup
 from .selectors import Selector
@@ -52,63 +51,8 @@ from .workload_spec import (
     workload_update_errors,
 )
 
-
-def _own(old: dict[str, Any] | None, new: dict[str, Any], subresource: str) -> dict[str, Any]:
-    """``new`` with its managedFields after this request's write (see :mod:`.managed`)."""
-    request = writes.current()
-    if request is None:  # the server's own writes (garbage collection, controllers) keep the record
-        return new
-    if request.applied is not None and not subresource:
-        return managed.apply(old or {}, new, request.applied, request.manager, rfc3339(), request.force)
-    managed.record_update(old, new, request.manager, rfc3339(), subresource)
-    return new
-
-
 _WITH_STATUS = frozenset({"pods", "nodes", "namespaces", "services"}) | WORKLOADS
 _NAMESPACES = ("", "namespaces")
-
-
-def _strip_rv(obj: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(obj)
-    out["metadata"].pop("resourceVersion", None)
-    out["metadata"].pop("managedFields", None)
-    return out
-
-
-def _canonical_quantities(obj: dict[str, Any], plural: str) -> None:
-    """Store quantities in canonical form (``0.5`` -> ``"500m"``), 400 on garbage."""
-    try:
-        if plural == "pods":
-            spec = obj.get("spec") or {}
-            for c in list(spec.get("containers") or []) + list(spec.get("initContainers") or []):
-                res = c.get("resources") or {}
-                for key in ("requests", "limits"):
-                    if key in res:
-                        res[key] = quantity.canonical_map(res[key])
-            if "overhead" in spec:
-                spec["overhead"] = quantity.canonical_map(spec["overhead"])
-        elif plural == "nodes":
-            status = obj.get("status") or {}
-            for key in ("capacity", "allocatable"):
-                if key in status:
-                    status[key] = quantity.canonical_map(status[key])
-    except quantity.QuantityError as exc:
-        raise bad_request(f"error decoding request body: {exc}") from exc
-
-
-def _fold_string_data(secret: dict[str, Any]) -> None:
-    """Check base64 ``data``; merge ``stringData`` into it as the real server does."""
-    for value in (secret.get("data") or {}).values():
-        try:
-            base64.b64decode(str(value), validate=True)
-        except ValueError as exc:
-            raise bad_request(f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data: {exc}') from exc
-    string_data = secret.pop("stringData", None)
-    if string_data:
-        data = secret.get("data") or {}
-        for key, value in string_data.items():
-            data[key] = base64.b64encode(str(value).encode()).decode()
-        secret["data"] = data
 
 
 class Registry:
@@ -206,7 +150,7 @@ class Registry:
                 if self.store.get(res.key, namespace, meta["name"]) is None:
                     break
         name = meta.get("name") or ""
-        _canonical_quantities(obj, res.plural)
+        stored.canonical_quantities(obj, res.plural)
         errs = validate_name(name, res.plural) + validate_meta(meta)
         if res.plural == "pods":
             sa_name = (obj.get("spec") or {}).get("serviceAccountName") or "default"
@@ -245,8 +189,8 @@ class Registry:
             meta.setdefault("labels", {})["kubernetes.io/metadata.name"] = name
         if res.plural == "secrets":
             obj.setdefault("type", "Opaque")
-            _fold_string_data(obj)
-        obj = _own(None, obj, "")
+            stored.fold_string_data(obj)
+        obj = stored.own(None, obj, "")
         self.store.add(res.key, obj)
         return copy.deepcopy(obj)
 
@@ -316,12 +260,12 @@ class Registry:
             raise invalid(res.kind, old_meta["name"], meta_errs, res.group)
         if res.plural == "namespaces" and subresource != "status":
             new["spec"] = copy.deepcopy(old.get("spec", {}))
-        _canonical_quantities(new, res.plural)
+        stored.canonical_quantities(new, res.plural)
         if res.plural == "secrets":
-            _fold_string_data(new)
-        new = _own(old, new, subresource)
+            stored.fold_string_data(new)
+        new = stored.own(old, new, subresource)
         meta = new["metadata"]
-        if _strip_rv(new) == _strip_rv(old):
+        if stored.strip_rv(new) == stored.strip_rv(old):
             return copy.deepcopy(old)
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             if res.plural != "pods" or meta.get("deletionGracePeriodSeconds") == 0:

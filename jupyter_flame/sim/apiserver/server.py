@@ -7,17 +7,15 @@ the review/token endpoints, discovery or the streaming responses.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import time
 from typing import Any
 
 import yaml
 from tornado import web
 
 from .._time import rfc3339
-from . import discovery, openapi, protobuf, resources, schemas, streams, tables, writes
+from . import documents, protobuf, schemas, streams, tables, writes
 from .rbac import Attributes, UserInfo
 from .routes import Route, parse
 from .selectors import Selector
@@ -53,12 +51,6 @@ MAX_REQUEST_BODY = 3 * 1024 * 1024
 _DRAIN_LIMIT = 256 * 1024
 #: Tornado's own cap, above ours so that a chunked body over ours still gets a Status body.
 _HARD_BODY_LIMIT = 1 << 40
-
-
-def _is_discovery(path: str) -> bool:
-    parts = [p for p in path.split("/") if p]
-    return (path.startswith("/openapi/") or parts in (["api"], ["apis"])
-            or len(parts) == 2 and parts[0] in ("api", "apis") or len(parts) == 3 and parts[0] == "apis")
 
 
 @web.stream_request_body
@@ -162,7 +154,7 @@ class ApiHandler(web.RequestHandler):
             if path in _PUBLIC:
                 return
             self._user = self._impersonate(self.state.authenticate(self.request.headers.get("Authorization")))
-            if _is_discovery(path):
+            if documents.is_discovery(path):
                 return
             route = parse(path)
             if route is None:
@@ -212,7 +204,7 @@ class ApiHandler(web.RequestHandler):
             if path in _PUBLIC:
                 self.send(VERSION if path.startswith("/version") else "ok")
                 return
-            if self._discovery(path, method):
+            if documents.serve(self, path, method):
                 return
             assert self._route is not None and self._user is not None
             await self._resource(method, self._route, self._user)
@@ -238,77 +230,6 @@ class ApiHandler(web.RequestHandler):
         for group in groups:
             self.state.check(Attributes(user, "impersonate", "", "groups", "", "", group))
         return UserInfo(name, (*groups, "system:authenticated"))
-
-    def _discovery(self, path: str, method: str) -> bool:
-        parts = [p for p in path.split("/") if p]
-        body: Any = None
-        if path.startswith("/openapi/"):
-            if method != "GET":
-                raise method_not_allowed()
-            self._openapi(path)
-            return True
-        elif parts in (["api"], ["apis"]):
-            self.add_header("Vary", "Accept")
-            if discovery.wants_aggregated(self.request.headers.get("Accept")):
-                if method != "GET":
-                    raise method_not_allowed()
-                self.send(discovery.aggregated(core=parts == ["api"]), content_type=discovery.AGGREGATED)
-                return True
-            body = resources.versions(self.state.address) if parts == ["api"] else resources.group_list()
-        elif len(parts) == 2 and parts[0] == "api":
-            if parts[1] != "v1":
-                raise page_not_found()
-            body = resources.resource_list("v1")
-        elif len(parts) == 2 and parts[0] == "apis":
-            body = resources.group(parts[1])
-            if body is None:
-                raise page_not_found()
-        elif len(parts) == 3 and parts[0] == "apis":
-            gv = f"{parts[1]}/{parts[2]}"
-            if gv not in resources.GROUP_VERSIONS:
-                raise page_not_found()
-            body = resources.resource_list(gv)
-        else:
-            return False
-        if method != "GET":
-            raise method_not_allowed()
-        self.send(body)
-        return True
-
-    def _openapi(self, path: str) -> None:
-        """The OpenAPI documents, negotiated and cached as kube-openapi serves them."""
-        self.add_header("Vary", "Accept")
-        accept = self.request.headers.get("Accept")
-        if path == "/openapi/v3":
-            self.send(openapi.root())
-            return
-        if path == "/openapi/v2":
-            ctype = openapi.negotiate(accept, openapi.V2_OFFERS)
-            data = openapi.v2_json() if ctype == "application/json" else openapi.v2_protobuf()
-            tag = openapi.etag(openapi.v2_json())
-        else:
-            found = openapi.v3_for_path(path[len("/openapi/v3/"):])
-            if found is None:
-                raise page_not_found()
-            data, ctype, tag = found, openapi.negotiate(accept, openapi.V3_OFFERS), openapi.etag(found)
-            wanted = self.arg("hash")
-            if wanted and ctype is not None:
-                if wanted != tag:
-                    self.redirect(f"{path}?hash={tag}", permanent=True)
-                    return
-                self.set_header("Cache-Control", "public, immutable")
-                self.set_header("Expires", email.utils.formatdate(time.time() + 365 * 86400, usegmt=True))
-        if ctype is None:
-            self.set_status(406)
-            self.finish()
-            return
-        self.set_header("Content-Type", ctype)
-        self.set_header("Etag", f'"{tag}"')
-        if self.request.headers.get("If-None-Match", "").strip() in (f'"{tag}"', tag, "*"):
-            self.set_status(304)
-            self.finish()
-            return
-        self.finish(data)
 
     # -- resources -------------------------------------------------------------
     def _authorize(self, method: str, route: Route, user: UserInfo) -> None:
