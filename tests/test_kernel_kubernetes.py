@@ -286,7 +286,7 @@ def test_runner_pod_over_its_memory_limit_says_out_of_memory(sim: Sim, kernel: K
     from jupyter_flame.backends.kubernetes._pod_parts import label_value
 
     selector = f"jupyter-flame/pool={label_value('memory=400Mi')}"
-    runner = re.search(r"Runner (\S+) of pool", text)
+    runner = re.search(r"Runner (\S+) (?:\(pod \S+\) )?of pool", text)
     assert runner is not None, text
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(

@@ -22,8 +22,17 @@ class Booting(PoolState):
 
     # -- start -------------------------------------------------------------------------------
     async def ensure_started(self) -> None:
-        if self.started:
+        # Callers that arrive while others still wait for the start queue behind them (the
+        # lock is FIFO), so checkouts reach the queue in arrival order (FIFO service).
+        if self.started and not self._start_waiting:
             return
+        self._start_waiting += 1
+        try:
+            await self._start_once()
+        finally:
+            self._start_waiting -= 1
+
+    async def _start_once(self) -> None:
         async with self._start_lock:
             if self.started:
                 return

@@ -96,6 +96,7 @@ class PoolState:
         self.direct_calls = 0  # calls whose thread sent them and read the reply (see _direct)
         self.started = False
         self._start_lock = asyncio.Lock()
+        self._start_waiting = 0  # callers inside ensure_started()
         self._ids = itertools.count(1)
         self._unsubscribe: Callable[[], None] | None = None
         self._background: set[asyncio.Future[Any]] = set()
