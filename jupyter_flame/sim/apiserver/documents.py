@@ -9,13 +9,27 @@ from __future__ import annotations
 
 import email.utils
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
+
+from tornado import httputil
 
 from . import discovery, openapi, resources
 from .status import method_not_allowed, page_not_found
 
-if TYPE_CHECKING:
-    from .server import ApiHandler
+
+class ApiHandler(Protocol):
+    """What these responses need of :class:`.server.ApiHandler` (no import: no cycle)."""
+
+    request: httputil.HTTPServerRequest
+    state: Any
+
+    def send(self, body: Any, code: int = 200, content_type: str = "application/json") -> None: ...
+    def arg(self, name: str) -> str | None: ...
+    def add_header(self, name: str, value: str) -> None: ...
+    def set_header(self, name: str, value: str) -> None: ...
+    def set_status(self, status_code: int, reason: str | None = None) -> None: ...
+    def finish(self, chunk: bytes | None = None) -> Any: ...
+    def redirect(self, url: str, permanent: bool = False, status: int | None = None) -> None: ...
 
 
 def is_discovery(path: str) -> bool:
