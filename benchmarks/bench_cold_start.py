@@ -3,9 +3,20 @@ baseline (spawn a bare subprocess, connect, run ``f``) and peers, in one run.
 
     python benchmarks/bench_cold_start.py [--repeat 5]
 
-The raw baseline and jupyter-flame report the median of ``--repeat`` cold starts (after one
-untimed warm-up each); the peers (ipyparallel, dask.distributed, ray, where installed) are timed
-once each, so their ``median_s`` column is a single sample.
+Rows, each the median of ``--repeat`` cold starts (after one untimed warm-up each), the
+samples of the first four interleaved so that a noisy machine hits them alike:
+
+- raw baseline: a bare subprocess, connect, one call;
+- jupyter-flame local runner: ``Pool(max=1)`` with its own new backend, as a fresh kernel's
+  first runner (the template is not warm yet: this row is spawn plus the template's start);
+- the same with ``LocalBackend(template=False)``: a fresh kernel's first runner today;
+- new runner, plain spawn: ``Pool(max=1, backend=b)`` on a warm ``LocalBackend(template=False)``
+  (pool machinery warm, the runner spawned);
+- new runner, template warm: the same on a ``LocalBackend()`` whose template is ready (the
+  runner forked).
+
+The peers (ipyparallel, dask.distributed, ray, where installed) are timed once each, so their
+``median_s`` column is a single sample.
 """
 
 from __future__ import annotations
@@ -13,6 +24,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 from _common import have, machine, save, table
 
@@ -21,15 +34,40 @@ def one() -> int:
     return 1
 
 
-def flame_cold() -> float:
+def flame_cold(backend: Any = None) -> float:
+    """Seconds from a new pool (``backend``: shared, else its own new one) to its first
+    result; the pool's runner is new either way."""
     from jupyter_flame import Pool
 
     t0 = time.perf_counter()
-    pool = Pool(max=1)
+    pool = Pool(max=1) if backend is None else Pool(max=1, backend=backend)
     pool.call(one)
     took = time.perf_counter() - t0
     pool.shutdown()
     return took
+
+
+def fresh_without_template() -> float:
+    from jupyter_flame import LocalBackend
+    from jupyter_flame.pool import loop
+
+    backend = LocalBackend(template=False)
+    try:
+        return flame_cold(backend)
+    finally:
+        loop.run_sync(backend.close(), 30)
+
+
+def interleaved(fns: dict[str, Callable[[], float]], repeat: int) -> dict[str, float]:
+    """The median of ``repeat`` samples of each, taken in turns (one untimed first)."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            time.sleep(0.2)  # let the previous runner's exit settle
+            samples[name].append(fn())
+    return {name: statistics.median(xs) for name, xs in samples.items()}
 
 
 def main() -> None:
@@ -38,14 +76,21 @@ def main() -> None:
     args = ap.parse_args()
     from rawbase import raw_cold_start
 
-    raw_cold_start()
-    flame_cold()
-    rows = [
-        {"system": "raw baseline", "median_s": statistics.median(
-            [raw_cold_start() for _ in range(args.repeat)])},
-        {"system": "jupyter-flame local runner", "median_s": statistics.median(
-            [flame_cold() for _ in range(args.repeat)])},
-    ]
+    from jupyter_flame import LocalBackend
+    from jupyter_flame.pool import loop
+
+    spawning, forking = LocalBackend(template=False), LocalBackend()
+    assert loop.run_sync(forking.warm_up(), 60), "the runner template did not start"
+    medians = interleaved({
+        "raw baseline": raw_cold_start,
+        "jupyter-flame local runner": flame_cold,
+        "jupyter-flame local runner, template=False": fresh_without_template,
+        "new runner, plain spawn (warm backend)": lambda: flame_cold(spawning),
+        "new runner, template warm (forked)": lambda: flame_cold(forking),
+    }, args.repeat)
+    for backend in (spawning, forking):
+        loop.run_sync(backend.close(), 30)
+    rows = [{"system": name, "median_s": value} for name, value in medians.items()]
     if have("ipyparallel"):
         import ipyparallel as ipp
 

@@ -17,8 +17,8 @@ from typing import TypedDict
 import psutil
 
 __all__ = ["LocalRunnerRecord", "RUNNER_MODULE", "alive", "cleanup_local_runners",
-           "list_local_runner_records", "runners_dir", "signal_group", "stop_local_runner",
-           "write_record"]
+           "list_local_runner_records", "log_tail", "runners_dir", "signal_group",
+           "stop_local_runner", "write_record"]
 
 RUNNER_MODULE = "jupyter_flame.runner"
 
@@ -60,6 +60,18 @@ def write_record(path: Path, record: LocalRunnerRecord) -> None:
     with os.fdopen(fd, "w") as out:
         out.write(json.dumps(record, indent=1))
     os.replace(tmp, path)
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a runner's log (of its last 64 KiB); ``""`` if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            data = f.read()
+    except OSError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
 
 
 def alive(pid: int) -> bool:
