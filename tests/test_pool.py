@@ -294,7 +294,9 @@ def test_runner_sigkilled_mid_transfer(direction: str) -> None:
     import numpy as np
 
     n = 1 << 30
-    with Pool(max=1) as pool:
+    # encrypted: the frame goes through the socket (a local channel's shared memory would make
+    # it one memcpy; tests/test_shared_memory.py kills runners mid-transfer there)
+    with Pool(max=1, encrypt=True) as pool:
         runner = pool.call(pid)
         (slot,) = pool._core.slots.values()  # type: ignore[union-attr]
         channel = slot.link.channel

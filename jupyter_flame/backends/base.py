@@ -261,7 +261,7 @@ def runner_env_for(pool: str, runner_id: str, parent_address: tuple[str, int],
     """:func:`runner_env` without the channel key (for a runner that gets it elsewhere)."""
     host, port = parent_address
     return {
-        "JUPYTER_FLAME_PARENT": f"{host}:{port}",
+        "JUPYTER_FLAME_PARENT": host if host.startswith("unix:") else f"{host}:{port}",
         "JUPYTER_FLAME_RUNNER_ID": runner_id,
         "JUPYTER_FLAME_POOL": pool,
         "JUPYTER_FLAME_BOOT_TIMEOUT": str(boot_timeout),
@@ -299,6 +299,9 @@ class Backend(FlameConfigurable, metaclass=FlameConfigurableMeta):
     #: Whether pools on this backend encrypt their channels unless ``Pool.encrypt`` says
     #: otherwise: a backend whose runners are reached over a network says True.
     encrypt_channel: bool = False
+    #: Runners share this machine and its filesystem with the kernel: the channel goes over a
+    #: Unix-domain socket in a 0700 directory, and large buffers through shared memory.
+    same_host: bool = False
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -122,6 +122,7 @@ class LocalBackend(Backend):
     """
 
     name = "local"
+    same_host = True  # a Unix-socket channel with shared memory (jupyter_flame.channel._shm)
 
     python = Unicode(None, allow_none=True, help=(
         "The interpreter that runs -m jupyter_flame.runner. None: the kernel's own "

@@ -3,17 +3,40 @@ the running loop with a staging buffer for small reads and zero-copy reads into 
 
 from __future__ import annotations
 
+import array
 import asyncio
+import os
 import select
 import socket
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from jupyter_flame.channel._seal import Feed
-from jupyter_flame.errors import ChannelClosedError
+from jupyter_flame.errors import ChannelAuthError, ChannelClosedError
 
 _STAGING = 256 * 1024
 _DIRECT_MIN = 64 * 1024  # reads at least this large go straight into the destination
+_MAX_FDS = 64  # descriptors one recvmsg takes (a frame's segments, see _shm.MAX_PER_FRAME)
+_ANC = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
+_MAX_PENDING_FDS = 4 * _MAX_FDS
+
+
+def _recv_into(sock: socket.socket, view: memoryview, fds: deque[int] | None) -> int:
+    """``recv_into``; on a Unix socket (``fds`` given) descriptors that come along are kept."""
+    if fds is None:
+        return sock.recv_into(view)
+    n, anc, flags, _ = sock.recvmsg_into([view], _ANC)
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            got = array.array("i")
+            got.frombytes(data[: len(data) - len(data) % got.itemsize])
+            fds.extend(got)
+    if flags & socket.MSG_CTRUNC or len(fds) > _MAX_PENDING_FDS:
+        while fds:
+            os.close(fds.popleft())
+        raise ChannelAuthError("the peer sent more descriptors than a frame may carry")
+    return n
 
 
 class Conn:
@@ -27,6 +50,10 @@ class Conn:
         self.sock = sock
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        #: A Unix socket: descriptors received with frames (None on TCP), and those to send
+        #: with the next write (a frame's segments, attached to its header's first bytes).
+        self.fds_in: deque[int] | None = deque() if sock.family == socket.AF_UNIX else None
+        self.fds_out: list[int] = []
         self._busy = 0
         self._released = asyncio.Event()
         self._view = memoryview(bytearray(staging))
@@ -52,7 +79,7 @@ class Conn:
         sock = self.sock
         while True:
             try:
-                n = sock.recv_into(buf)
+                n = _recv_into(sock, buf, self.fds_in)
             except (BlockingIOError, InterruptedError):
                 await self._readable()
                 if self.closed:
@@ -108,7 +135,12 @@ class Conn:
             if self.closed:
                 raise ChannelClosedError("channel is closed")
             try:
-                n = sock.sendmsg(views[:512])
+                if self.fds_out:
+                    rights = array.array("i", self.fds_out).tobytes()
+                    n = sock.sendmsg(views[:512], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, rights)])
+                    self.fds_out = []  # they went with the first byte
+                else:
+                    n = sock.sendmsg(views[:512])
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as exc:
@@ -154,10 +186,19 @@ class Conn:
             self._busy -= 1
             self._release()
 
+    def take_fd(self) -> int:
+        """The next descriptor the peer sent (``ChannelAuthError`` when there is none)."""
+        if not self.fds_in:
+            raise ChannelAuthError("frame declares a shared-memory segment but no descriptor "
+                                   "came with it (forged or truncated frame)")
+        return self.fds_in.popleft()
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
+        while self.fds_in:
+            os.close(self.fds_in.popleft())
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -221,7 +262,7 @@ class Conn:
                 if poly is not None:
                     poly.update(dest[have:])
             return
-        pos = self._fill(self.sock, dest, have, poly)
+        pos = self._fill(self.sock, dest, have, poly, self.fds_in)
         if pos == n:
             return
         if self.closed:
@@ -234,7 +275,7 @@ class Conn:
             if fut.done():
                 return
             try:
-                state[0] = self._fill(self.sock, dest, state[0], poly)
+                state[0] = self._fill(self.sock, dest, state[0], poly, self.fds_in)
             except BaseException as exc:  # handed to the waiting task
                 fut.set_exception(exc)
                 return
@@ -251,12 +292,13 @@ class Conn:
             self._release()
 
     @staticmethod
-    def _fill(sock: socket.socket, dest: memoryview, pos: int, poly: Feed | None) -> int:
+    def _fill(sock: socket.socket, dest: memoryview, pos: int, poly: Feed | None,
+              fds: deque[int] | None) -> int:
         """Read what ``sock`` has now into ``dest[pos:]``; return the new position."""
         n = len(dest)
         while pos < n:
             try:
-                k = sock.recv_into(dest[pos:])
+                k = _recv_into(sock, dest[pos:], fds)
             except (BlockingIOError, InterruptedError):
                 return pos
             except OSError as exc:
@@ -326,7 +368,7 @@ class BlockingReads:
         view = self.conn._view
         while True:
             try:
-                k = self.sock.recv_into(view[end:])
+                k = _recv_into(self.sock, view[end:], self.conn.fds_in)
             except (BlockingIOError, InterruptedError):
                 self.wait()
                 continue
@@ -340,7 +382,7 @@ class BlockingReads:
         n = len(dest)
         pos = self.conn.unstage(dest, poly)
         while True:
-            pos = Conn._fill(self.sock, dest, pos, poly)
+            pos = Conn._fill(self.sock, dest, pos, poly, self.conn.fds_in)
             if pos == n:
                 return
             self.wait()

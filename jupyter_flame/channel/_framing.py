@@ -55,6 +55,7 @@ import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
+from jupyter_flame.channel import _shm
 from jupyter_flame.channel._conn import BlockingReads, Conn
 from jupyter_flame.channel._seal import (
     GCM_MAX,
@@ -178,9 +179,13 @@ class FrameSealer:
         return data + hashlib.blake2b(data, key=self._small, digest_size=SMALL_TAG_SIZE).digest()
 
     def header(self, payload_len: int, lengths: list[int]) -> tuple[bytes, BodySeal]:
-        """Return ``fixed | table | htag`` and the sealer of the frame's body."""
-        if self._aead is not None and payload_len + sum(lengths) > GCM_MAX:
-            raise ValueError(f"a frame of {payload_len + sum(lengths)} bytes is over the "
+        """Return ``fixed | table | htag`` and the sealer of the frame's body.
+
+        ``lengths`` are the table's entries: a buffer's length, or a shared-memory segment's
+        entry (:func:`jupyter_flame.channel._shm.entry`; its bytes are not in the body)."""
+        inband = sum(n for n in lengths if not n & _shm.FLAG)
+        if self._aead is not None and payload_len + inband > GCM_MAX:
+            raise ValueError(f"a frame of {payload_len + inband} bytes is over the "
                              f"{GCM_MAX}-byte limit of one encrypted frame")
         seq = self.seq
         self.seq += 1
@@ -205,6 +210,7 @@ class FrameOpener:
         self.max_frame = max_frame
         self.seq = 0
         self.mid_frame = False
+        self.maps: _shm.SegmentMaps | None = None  # set on a shared-memory channel
 
     def open_small(self, fixed: bytes, body: memoryview) -> bytes:
         """Verify a small frame (``body`` = payload | tag); return the payload."""
@@ -248,7 +254,9 @@ class FrameOpener:
             ) from None
         _, payload_len, nbuf = FIXED.unpack_from(head)
         lengths = list(struct.unpack_from(f"<{nbuf}Q", head, FIXED.size)) if nbuf else []
-        total = payload_len + sum(lengths)
+        total = payload_len + sum(_shm.length_of(n) for n in lengths)
+        if self._aead is not None and any(n & _shm.FLAG for n in lengths):
+            raise ChannelAuthError("an encrypted frame declares a shared-memory segment")
         if total > self.max_frame or (self._aead is not None and total > GCM_MAX):
             raise ChannelAuthError(
                 f"frame of {total} bytes exceeds max_frame={self.max_frame}; "
@@ -264,8 +272,9 @@ class FrameOpener:
                    ) -> tuple[bytes | bytearray | memoryview, list[pickle.PickleBuffer], int]:
         """Read and verify one frame; return its payload, its buffers and its size on the wire.
 
-        Buffers are fresh numpy memory (writable). ``mid_frame`` tells whether a failure left
-        part of a frame consumed (the stream is then unusable).
+        Buffers are fresh numpy memory (writable), or mappings of the peer's shared-memory
+        segments (:mod:`._shm`; checked before anything is returned). ``mid_frame`` tells
+        whether a failure left part of a frame consumed (the stream is then unusable).
         """
         self.mid_frame = False
         fixed = bytes(await conn.read(FIXED.size))
@@ -292,13 +301,35 @@ class FrameOpener:
         else:
             payload = np.empty(payload_len, np.uint8).data
             await conn.readinto(payload, check)
-        arrays = [np.empty(n, np.uint8).data for n in lengths]
-        for arr in arrays:
-            await conn.readinto(arr, check)
-        check.verify(bytes(await conn.read(FRAME_TAG_SIZE)))
+        entries = [_shm.unpack(n) for n in lengths]
+        fds = [conn.conn.take_fd() if isinstance(conn, BlockingReads) else conn.take_fd()
+               for shared, _, _ in entries if shared]
+        try:
+            arrays: list[memoryview | np.ndarray | None] = [
+                None if shared else np.empty(n, np.uint8).data for shared, _, n in entries]
+            inband = 0
+            for arr in arrays:
+                if arr is not None:
+                    await conn.readinto(arr, check)  # type: ignore[arg-type]
+                    inband += len(arr)
+            check.verify(bytes(await conn.read(FRAME_TAG_SIZE)))
+            if fds:
+                if self.maps is None:
+                    raise ChannelAuthError("frame declares a shared-memory segment on a channel "
+                                           "that has none")
+                todo = iter(fds)
+                for i, (shared, seg_id, n) in enumerate(entries):
+                    if shared:
+                        fd = next(todo)
+                        fds[fds.index(fd)] = -1  # handed over: open() closes it
+                        arrays[i] = self.maps.open(fd, seg_id, n)
+        finally:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
         self.mid_frame = False
-        nbytes = len(fixed) + len(rest) + payload_len + sum(lengths) + FRAME_TAG_SIZE
-        return payload, [pickle.PickleBuffer(a) for a in arrays], nbytes
+        nbytes = len(fixed) + len(rest) + payload_len + inband + FRAME_TAG_SIZE
+        return payload, [pickle.PickleBuffer(a) for a in arrays if a is not None], nbytes  # type: ignore[arg-type]
 
 
 # --- handshake (plain bytes) -----------------------------------------------------------------

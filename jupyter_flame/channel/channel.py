@@ -29,7 +29,9 @@ import logging
 import pickle
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
+from jupyter_flame.channel import _shm
 from jupyter_flame.channel._conn import BlockingReads, Conn, drive
 from jupyter_flame.channel._framing import (
     FRAME_TAG_SIZE,
@@ -93,6 +95,13 @@ class Channel:
         self.peer_id = peer_id
         self._sealer = FrameSealer(tx)
         self._opener = FrameOpener(rx, max_frame)
+        # Large buffers through shared memory on a Unix socket without encryption (_shm).
+        self._segments: _shm.SegmentPool | None = None
+        self._releases: list[int] = []
+        self._release_lock = threading.Lock()
+        if conn.fds_in is not None and tx.aead is None:
+            self._segments = _shm.SegmentPool()
+            self._opener.maps = _shm.SegmentMaps(self._segment_released)
         self._send_lock = asyncio.Lock()
         self._recv_lock = asyncio.Lock()
         # Guards the sealer and the socket's write side against send_now() from other threads;
@@ -158,6 +167,7 @@ class Channel:
         payload, views = encoded.payload, encoded.views
         lengths = [v.nbytes for v in views]
         await self._send_lock.acquire()
+        fds: list[int] = []
         handed_off = False
         self._wire.acquire()
         try:
@@ -175,11 +185,15 @@ class Channel:
                 total = len(data)
                 parts = [memoryview(data)[sent:]]
             else:
+                if self._segments is not None:
+                    lengths, views, fds = self._to_segments(views)
                 head, body = self._sealer.header(len(payload), lengths)
-                total = len(head) + len(payload) + sum(lengths) + FRAME_TAG_SIZE
+                inband = sum(v.nbytes for v in views)
+                total = len(head) + len(payload) + inband + FRAME_TAG_SIZE
                 self.bytes_sent += total
                 self.frames_sent += 1
                 parts = [payload, *views]
+                self._conn.fds_out = fds  # they go with the header's first byte
                 if total - len(head) - FRAME_TAG_SIZE <= _CHUNK:
                     # seal it all and try to send it now, without a task
                     parts = self._seal_all(head, body, parts)
@@ -195,6 +209,9 @@ class Channel:
             handed_off = True
         except BaseException:
             if not handed_off:
+                if self._conn.fds_out and self._segments is not None:  # never went out
+                    self._conn.fds_out = []
+                    self._segments.unsent(lengths)
                 self.close()  # the sequence number was spent, or the socket failed
             raise
         finally:
@@ -239,6 +256,41 @@ class Channel:
             return True
         finally:
             self._wire.release()
+
+    def _to_segments(self, views: list[memoryview]) -> tuple[list[int], list[memoryview], list[int]]:
+        """Move the large buffers into shared-memory segments: (table, in-band views, fds)."""
+        assert self._segments is not None
+        table: list[int] = []
+        inband: list[memoryview] = []
+        fds: list[int] = []
+        for view in views:
+            if view.nbytes >= _shm.SHM_MIN and len(fds) < _shm.MAX_PER_FRAME:
+                entry, fd = self._segments.write(view)
+                table.append(entry)
+                fds.append(fd)
+            else:
+                table.append(view.nbytes)
+                inband.append(view)
+        return table, inband, fds
+
+    def _segment_released(self, seg_id: int) -> None:
+        """A mapping of the peer's segment is no longer used (any thread, from a finalizer):
+        tell the peer soon, in one internal message for all released so far."""
+        with self._release_lock:
+            first = not self._releases
+            self._releases.append(seg_id)
+        if first:
+            try:
+                self._conn.loop.call_soon_threadsafe(self._flush_releases)
+            except RuntimeError:  # the loop is gone: so is the channel
+                pass
+
+    def _flush_releases(self) -> None:
+        with self._release_lock:
+            ids, self._releases = tuple(self._releases), []
+        if ids and not self.closed:
+            task = asyncio.ensure_future(self.send(_shm.SegmentsReleased(ids)))
+            task.add_done_callback(_consume_result)
 
     def _seal_all(self, head: bytes, body: BodySeal, parts: list[bytes | memoryview]
                   ) -> list[bytes | memoryview]:
@@ -301,7 +353,10 @@ class Channel:
             A frame failed its MAC, sequence or size check; the channel is closed.
         """
         async with self._recv_lock:
-            return self._loaded(await self._guard(self._opener.read(self._conn)))
+            while True:
+                msg = self._loaded(await self._guard(self._opener.read(self._conn)))
+                if msg is not _HANDLED:
+                    return msg
 
     def blocking_reads(self, check: Callable[[], None], wake_fds: tuple[int, ...] = (),
                        interval: float = 0.2) -> BlockingReads:
@@ -318,7 +373,10 @@ class Channel:
         propagates and leaves the channel usable; an exception in the middle of a frame
         closes the channel.
         """
-        return self._loaded(drive(self._guard(self._opener.read(reads))))
+        while True:
+            msg = self._loaded(drive(self._guard(self._opener.read(reads))))
+            if msg is not _HANDLED:
+                return msg
 
     @property
     def mid_frame(self) -> bool:
@@ -350,18 +408,35 @@ class Channel:
         payload, buffers, nbytes = frame
         self.bytes_received += nbytes
         self.frames_received += 1
-        return pickle.loads(payload, buffers=buffers)
+        msg = pickle.loads(payload, buffers=buffers)
+        if type(msg) is _shm.SegmentsReleased:
+            if self._segments is not None:
+                self._segments.release(msg.ids)
+            return _HANDLED
+        return msg
 
     # --- closing -------------------------------------------------------------------------
+    @property
+    def shared_memory(self) -> bool:
+        """Whether large buffers travel through shared memory (a Unix socket, MAC only)."""
+        return self._segments is not None
+
     def close(self) -> None:
         """Close the connection (idempotent); pending ``recv``/``send`` calls fail."""
         self._conn.close()
+        if self._segments is not None:
+            self._segments.close()
+        if self._opener.maps is not None:
+            self._opener.maps.close()
 
     async def wait_closed(self) -> None:
         """Wait until the socket is released after :meth:`close`."""
         await self._conn.wait_closed()
 
 
-def _consume_result(task: asyncio.Task[None]) -> None:
+_HANDLED = object()  # _loaded's answer for an internal message the channel handled itself
+
+
+def _consume_result(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()  # retrieved: the caller may have been cancelled and never see it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from typing import Any
 
 from jupyter_flame.channel._conn import Conn, nodelay
 from jupyter_flame.channel._framing import MAX_RUNNER_ID, check_key, runner_handshake, session_keys
@@ -36,21 +37,28 @@ async def connect(
         return await asyncio.wait_for(_dial(host, port, key, rid, max_frame), timeout)
     except asyncio.TimeoutError as exc:
         raise FlameTimeoutError(
-            f"could not connect and authenticate to {host}:{port} within {timeout:.3g} s",
+            f"could not connect and authenticate to {host if host.startswith('unix:') else f'{host}:{port}'} "
+            f"within {timeout:.3g} s",
             runner=runner_id,
         ) from exc
 
 
 async def _dial(host: str, port: int, key: bytes, rid: bytes, max_frame: int) -> Channel:
     loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    family, type_, proto, _, addr = infos[0]
-    sock = socket.socket(family, type_, proto)
+    addr: Any
+    if host.startswith("unix:"):  # the pool's Unix socket (a local runner)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        addr = host[len("unix:"):]
+    else:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, type_, proto, _, addr = infos[0]
+        sock = socket.socket(family, type_, proto)
     try:
         nodelay(sock)
         await loop.sock_connect(sock, addr)
         conn = Conn(sock)
-        transcript, encrypt = await runner_handshake(conn, key, rid, f"{host}:{port}")
+        where = host if host.startswith("unix:") else f"{host}:{port}"
+        transcript, encrypt = await runner_handshake(conn, key, rid, where)
     except BaseException:
         sock.close()
         raise

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import socket
+import tempfile
 import time
 from collections import deque
 from typing import Any
@@ -14,7 +17,13 @@ from jupyter_flame.channel._framing import check_key, parent_handshake, session_
 from jupyter_flame.channel.channel import DEFAULT_MAX_FRAME, Channel
 from jupyter_flame.errors import ChannelAuthError, ChannelClosedError
 
-__all__ = ["HANDSHAKE_STAGING", "HANDSHAKE_TIMEOUT", "Listener", "MAX_HANDSHAKES"]
+__all__ = ["HANDSHAKE_STAGING", "HANDSHAKE_TIMEOUT", "MAX_HANDSHAKES", "UNIX", "Listener"]
+
+UNIX = "unix"
+"""``Listener.start(UNIX, ...)`` listens on a Unix-domain socket in a fresh 0700 directory
+(runners on this machine: no other user can even connect; large buffers go through shared
+memory, see :mod:`jupyter_flame.channel._shm`). Its :attr:`Listener.address` is then
+``("unix:/path/to/socket", 0)``."""
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +71,12 @@ class Listener:
         self._handshakes: set[asyncio.Task[None]] = set()
         self._closed = False
         self.rejected: deque[tuple[Any, str, str]] = deque(maxlen=100)
-        host, port = sock.getsockname()[:2]
-        self.address: tuple[str, int] = (host, port)
+        self.address: tuple[str, int]
+        if sock.family == socket.AF_UNIX:
+            self.address = ("unix:" + sock.getsockname(), 0)
+        else:
+            host, port = sock.getsockname()[:2]
+            self.address = (host, port)
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
 
     @classmethod
@@ -77,6 +90,8 @@ class Listener:
         ``encrypt`` makes every channel it accepts encrypt all frames (AES-256-GCM); otherwise
         frames are authenticated only. The runner learns it in the handshake."""
         key = check_key(key)
+        if host == UNIX:
+            return cls(_unix_socket(), key, max_frame, handshake_timeout, max_handshakes, encrypt)
         loop = asyncio.get_running_loop()
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family, type_, proto, _, addr = infos[0]
@@ -118,6 +133,14 @@ class Listener:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._sock.close()
+        if self.address[0].startswith("unix:"):
+            path = self.address[0][len("unix:"):]
+            for remove in (os.unlink, os.rmdir):
+                try:
+                    remove(path)
+                except OSError:
+                    pass
+                path = os.path.dirname(path)
         for rid, fut in self._expected.items():
             if not fut.done():
                 fut.set_exception(ChannelClosedError(f"listener closed before {rid!r} connected"))
@@ -213,3 +236,21 @@ class Listener:
         conn.grow()
         p2r, r2p = session_keys(self._key, transcript, self.encrypt)
         return Channel(conn, rid_box[0], tx=p2r, rx=r2p, max_frame=self._max_frame)
+
+
+def _unix_socket() -> socket.socket:
+    """A listening Unix socket in a new 0700 directory (``$XDG_RUNTIME_DIR`` if usable)."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if not base or not os.access(base, os.W_OK) or len(base) > 60:
+        base = None  # tempfile's default; socket paths must stay under ~100 bytes
+    directory = tempfile.mkdtemp(prefix="jupyter-flame-", dir=base)  # mode 0700
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(os.path.join(directory, "channel"))
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return sock

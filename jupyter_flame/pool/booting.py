@@ -39,10 +39,11 @@ class Booting(PoolState):
             if self.closed:
                 raise FlameError(f"Pool '{self.name}' is shut down; create a new pool.",
                                  pool=self.name)
-            from jupyter_flame.channel.listener import Listener
+            from jupyter_flame.channel.listener import UNIX, Listener
 
             # parent_host() may ask the Kubernetes API (no POD_IP): not on the loop
-            host = await asyncio.to_thread(self.backend.parent_host)
+            host = (UNIX if self.backend.same_host
+                    else await asyncio.to_thread(self.backend.parent_host))
             self.listener = await Listener.start(host, self.key, encrypt=self.encrypts,
                                                  max_frame=self.options.max_frame)
             self._unsubscribe = self.backend.subscribe(self._on_event)

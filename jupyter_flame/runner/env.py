@@ -116,10 +116,13 @@ def read_env(environ: Any = None) -> RunnerEnv:
         return str(value)
 
     parent = need("JUPYTER_FLAME_PARENT")
-    host, sep, port_text = parent.rpartition(":")
-    host = host.strip("[]")
+    if parent.startswith("unix:/"):  # a local runner: the pool's Unix socket
+        host, sep, port_text = parent, ":", "0"
+    else:
+        host, sep, port_text = parent.rpartition(":")
+        host = host.strip("[]")
     if not sep or not host or not port_text.isdigit():
-        raise Fatal(EXIT_BAD_ENV, f"JUPYTER_FLAME_PARENT={parent!r} is not host:port")
+        raise Fatal(EXIT_BAD_ENV, f"JUPYTER_FLAME_PARENT={parent!r} is not host:port or unix:/path")
     if not key_hex:
         raise Fatal(EXIT_BAD_ENV, "JUPYTER_FLAME_KEY is not set; runners are started by a pool")
     try:
