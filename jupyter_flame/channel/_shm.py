@@ -47,8 +47,16 @@ SHM_MIN = 1 << 20
 """Buffers at least this large go through a segment (smaller ones stay in the stream)."""
 MAX_PER_FRAME = 64
 """Segments one frame may carry (descriptors per ``recvmsg``); more buffers stay in the stream."""
-KEEP_BYTES = 4 << 30
-"""Released segments a sender keeps for reuse, in bytes."""
+def _keep_bytes() -> int:
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        ram = 16 << 30
+    return int(min(4 << 30, ram // 8))
+
+
+KEEP_BYTES = _keep_bytes()
+"""Released segments a sender keeps for reuse, in bytes (4 GiB, or an eighth of the RAM)."""
 KEEP_SECONDS = 30.0
 """How long a released segment (and a receiver's idle mapping) is kept."""
 
@@ -94,6 +102,21 @@ class _Segment:
     fd: int
     size: int
     freed_at: float = field(default=0.0)
+    view: memoryview | None = None  # our writable mapping (its pages stay mapped for reuse)
+
+    def write(self, data: memoryview) -> None:
+        if self.view is None:
+            self.view = memoryview(mmap.mmap(self.fd, self.size, mmap.MAP_SHARED,
+                                             mmap.PROT_READ | mmap.PROT_WRITE))
+        self.view[: data.nbytes] = data  # one memcpy into pages that stay touched
+
+    def close(self) -> None:
+        if self.view is not None:
+            mm = self.view.obj
+            self.view.release()
+            self.view = None
+            _close_quietly(mm)  # type: ignore[arg-type]
+        os.close(self.fd)
 
 
 class SegmentPool:
@@ -110,10 +133,7 @@ class SegmentPool:
         """Copy ``view`` into a segment; return ``(table entry, descriptor to send)``."""
         n = view.nbytes
         seg = self._take(n)
-        data = view.cast("B") if view.format != "B" or view.ndim != 1 else view
-        pos = 0
-        while pos < n:
-            pos += os.pwrite(seg.fd, data[pos : pos + (1 << 30)], pos)
+        seg.write(view.cast("B") if view.format != "B" or view.ndim != 1 else view)
         return entry(seg.seg_id, n), seg.fd
 
     def _take(self, n: int) -> _Segment:
@@ -160,7 +180,7 @@ class SegmentPool:
                 if seg is None:
                     continue
                 if self.closed:
-                    os.close(seg.fd)
+                    seg.close()
                     continue
                 seg.freed_at = now
                 self._free.append(seg)
@@ -174,7 +194,7 @@ class SegmentPool:
                 keep.append(seg)
                 total += seg.size
             else:
-                os.close(seg.fd)
+                seg.close()
         self._free = keep
 
     def trim(self) -> None:
@@ -192,7 +212,7 @@ class SegmentPool:
         with self._lock:
             self.closed = True
             for seg in [*self._busy.values(), *self._free]:
-                os.close(seg.fd)
+                seg.close()
             self._busy.clear()
             self._free.clear()
 

@@ -264,7 +264,10 @@ class Channel:
         inband: list[memoryview] = []
         fds: list[int] = []
         for view in views:
-            if view.nbytes >= _shm.SHM_MIN and len(fds) < _shm.MAX_PER_FRAME:
+            # bytes and bytearray stay in the stream: the receiver copies them into a new
+            # object anyway, so a segment would only add a copy (and its memory) here
+            if (view.nbytes >= _shm.SHM_MIN and len(fds) < _shm.MAX_PER_FRAME
+                    and not isinstance(view.obj, (bytes, bytearray))):
                 entry, fd = self._segments.write(view)
                 table.append(entry)
                 fds.append(fd)
@@ -275,7 +278,11 @@ class Channel:
 
     def _segment_released(self, seg_id: int) -> None:
         """A mapping of the peer's segment is no longer used (any thread, from a finalizer):
-        tell the peer soon, in one internal message for all released so far."""
+        tell the peer now from this thread if the wire is free (so a runner's release goes out
+        before the task's result, and the kernel has the segment back for its next call),
+        else soon from the loop, in one internal message for all released so far."""
+        if not self.closed and self.send_now(_shm.SegmentsReleased((seg_id,))):
+            return
         with self._release_lock:
             first = not self._releases
             self._releases.append(seg_id)

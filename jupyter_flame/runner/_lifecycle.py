@@ -125,6 +125,10 @@ class Runner(TaskScheduling):
                 self._run_job(job)
             finally:
                 self._main_job = None
+                # Drop the finished task now, not when the next one arrives: its arguments
+                # may be shared-memory segments the kernel is waiting to reuse.
+                job.release()
+                del job
                 self._reassert_signals()  # the task may have replaced our handlers
 
     async def _connect(self) -> None:

@@ -30,6 +30,10 @@ class Job:
         self._lock = threading.Lock()
         self.loop: asyncio.AbstractEventLoop | None = None  # the cell's private loop, if any
 
+    def release(self) -> None:
+        """Forget the task's message (its code and values) once the task is done."""
+        self.msg = None  # type: ignore[assignment]
+
     def user_code(self) -> Job:
         """Mark the span in which an interrupt may raise ``KeyboardInterrupt``: use as
         ``with job.user_code():`` (a plain context manager: this sits on every task's path)."""

@@ -177,6 +177,7 @@ class TaskScheduling(Outbox):
             done = Done(job.task, ok=False, error=error_info(exc))
         finally:
             current_task.reset(token)
+        job.release()  # its values (shared-memory segments) go back before the result does
         self._router.task_finished(job.task)
         with self._lock:  # before Done goes out: the parent may send the next task at once
             self._jobs.pop(job.task, None)
