@@ -50,8 +50,8 @@ import pickle
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-import numpy as np
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.poly1305 import Poly1305
 
@@ -299,14 +299,14 @@ class FrameOpener:
             payload = bytearray(await conn.read(payload_len))
             check.update(memoryview(payload))
         else:
-            payload = np.empty(payload_len, np.uint8).data
+            payload = _empty(payload_len)
             await conn.readinto(payload, check)
         entries = [_shm.unpack(n) for n in lengths]
         fds = [conn.conn.take_fd() if isinstance(conn, BlockingReads) else conn.take_fd()
                for shared, _, _ in entries if shared]
         try:
-            arrays: list[memoryview | np.ndarray | None] = [
-                None if shared else np.empty(n, np.uint8).data for shared, _, n in entries]
+            arrays: list[Any] = [
+                None if shared else _empty(n) for shared, _, n in entries]
             inband = 0
             for arr in arrays:
                 if arr is not None:
@@ -330,6 +330,16 @@ class FrameOpener:
         self.mid_frame = False
         nbytes = len(fixed) + len(rest) + payload_len + inband + FRAME_TAG_SIZE
         return payload, [pickle.PickleBuffer(a) for a in arrays if a is not None], nbytes  # type: ignore[arg-type]
+
+
+def _empty(n: int) -> memoryview:
+    """``n`` bytes of fresh, unzeroed memory (numpy's allocator: no page is touched before the
+    socket writes it). numpy is imported on the first large frame, not with the channel: a
+    runner forked from the template (which must not import numpy: OpenBLAS starts threads)
+    reaches its first result without paying for it."""
+    from numpy import empty, uint8
+
+    return empty(n, uint8).data
 
 
 # --- handshake (plain bytes) -----------------------------------------------------------------

@@ -38,10 +38,12 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from jupyter_flame.errors import ChannelAuthError
+
+if TYPE_CHECKING:  # numpy is imported when a segment arrives (see _framing._empty)
+    import numpy as np
 
 SHM_MIN = 1 << 20
 """Buffers at least this large go through a segment (smaller ones stay in the stream)."""
@@ -268,7 +270,9 @@ class SegmentMaps:
                 found.used_at = time.monotonic()
         finally:
             os.close(fd)
-        array = np.frombuffer(found.mm, np.uint8, length)
+        from numpy import frombuffer, uint8
+
+        array = frombuffer(found.mm, uint8, length)
         weakref.finalize(array, self._released, found, seg_id)
         return array
 

@@ -73,16 +73,18 @@ PRELOAD = (
     "jupyter_flame.runner._execution",
     "jupyter_flame.runner._outputs",
     "jupyter_flame.values.shipping",
+    "jupyter_flame.channel.channel",  # numpy comes later, with the first large frame
+    "jupyter_flame.channel.dial",
     "IPython.core.interactiveshell",
     "IPython.core.completerlib",
     "encodings.idna",
     "mmap",
     "stringprep",
 )
-"""What the template imports: what a runner imports up to its first result, except numpy and
-the channel modules that import it (``channel.channel``, ``dial``, ``_framing``, ``_shm``):
-importing numpy starts OpenBLAS's worker threads, and the template must have none. A forked
-runner imports those itself (~50 ms)."""
+"""What the template imports: what a runner imports up to its first result, except numpy:
+importing numpy starts OpenBLAS's worker threads, and the template must have none. The channel
+imports numpy only with its first large frame (``_framing._empty``), so a forked runner's first
+small result never waits for it."""
 
 RUNNER_MODULE = "jupyter_flame.runner"
 _PR_SET_PDEATHSIG = 1
