@@ -37,6 +37,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -62,6 +63,20 @@ KEEP_BYTES = _keep_bytes()
 KEEP_SECONDS = 30.0
 """How long a released segment (and a receiver's idle mapping) is kept."""
 
+_PARALLEL_MIN = 64 << 20  # copies at least this large are split across threads
+_COPIERS = min(4, os.cpu_count() or 1)
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _copy_pool() -> ThreadPoolExecutor:
+    if not _POOL:
+        with _POOL_LOCK:
+            if not _POOL:
+                _POOL.append(ThreadPoolExecutor(_COPIERS, thread_name_prefix="flame-shm-copy"))
+    return _POOL[0]
+
+
+_POOL_LOCK = threading.Lock()
 FLAG = 1 << 63
 _ID_SHIFT = 40
 _ID_MASK = (1 << 23) - 1
@@ -110,7 +125,18 @@ class _Segment:
         if self.view is None:
             self.view = memoryview(mmap.mmap(self.fd, self.size, mmap.MAP_SHARED,
                                              mmap.PROT_READ | mmap.PROT_WRITE))
-        self.view[: data.nbytes] = data  # one memcpy into pages that stay touched
+        n = data.nbytes
+        if n < _PARALLEL_MIN or _COPIERS < 2:
+            self.view[:n] = data  # one memcpy into pages that stay touched
+            return
+        # a large copy in parallel pieces (numpy releases the GIL while it copies), as ray's
+        # object store does: one core cannot saturate memory bandwidth
+        from numpy import copyto, frombuffer, uint8
+
+        dst, src = frombuffer(self.view, uint8, n), frombuffer(data, uint8, n)
+        step = -(-n // _COPIERS)
+        list(_copy_pool().map(lambda i: copyto(dst[i * step:(i + 1) * step], src[i * step:(i + 1) * step]),
+                              range(_COPIERS)))
 
     def close(self) -> None:
         if self.view is not None:
