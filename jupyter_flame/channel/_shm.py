@@ -85,6 +85,12 @@ SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
 NAME = "jupyter-flame"
 
 
+def in_segment(view: memoryview) -> bool:
+    """Whether a buffer travels in a segment: large, and not bytes/bytearray (the receiver
+    copies those into a new object anyway, so a segment would only add a copy and memory)."""
+    return view.nbytes >= SHM_MIN and not isinstance(view.obj, (bytes, bytearray))
+
+
 def entry(seg_id: int, length: int) -> int:
     """The table entry of a buffer in segment ``seg_id``."""
     return FLAG | (seg_id & _ID_MASK) << _ID_SHIFT | length

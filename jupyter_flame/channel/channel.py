@@ -51,6 +51,7 @@ DEFAULT_MAX_FRAME = 16 * 1024**3
 """Largest frame (payload plus buffers, in bytes) a channel accepts unless told otherwise."""
 
 _CHUNK = 4 * 1024 * 1024  # large buffers are sealed and sent in chunks of this size
+_NOW_INBAND = 256 * 1024  # send_now takes a frame with segments if this much stays in-band
 
 
 class Encoded:
@@ -236,7 +237,7 @@ class Channel:
         if encoded is None:
             encoded = self.encode(msg)
         if not encoded.small:
-            return False
+            return self._send_now_segments(encoded)
         payload = encoded.payload
         if not self._wire.acquire(blocking=False):
             return False
@@ -257,6 +258,50 @@ class Channel:
         finally:
             self._wire.release()
 
+    def _send_now_segments(self, encoded: Encoded) -> bool:
+        """:meth:`send_now` for a message whose large buffers go into shared-memory segments,
+        when what stays in the stream is small: the call's arguments then leave from the
+        calling thread too (a 1 MiB array costs no hop to the loop)."""
+        if self._segments is None or self.closed:
+            return False
+        inband = len(encoded.payload)
+        segments = 0
+        for view in encoded.views:
+            if _shm.in_segment(view) and segments < _shm.MAX_PER_FRAME:
+                segments += 1
+            else:
+                inband += view.nbytes
+        if inband > _NOW_INBAND:
+            return False
+        if not self._wire.acquire(blocking=False):
+            return False
+        fds: list[int] = []
+        lengths: list[int] = []
+        try:
+            if self._wire_busy or self.closed:
+                return False
+            lengths, views, fds = self._to_segments(encoded.views)
+            head, body = self._sealer.header(len(encoded.payload), lengths)
+            parts = self._seal_all(head, body, [encoded.payload, *views])
+            total = sum(memoryview(p).nbytes for p in parts)
+            self.bytes_sent += total
+            self.frames_sent += 1
+            self._conn.fds_out = fds
+            try:
+                for left in self._conn.try_sendv(parts):  # rare: finish it here, blocking
+                    self._conn.send_blocking(left)
+            except BaseException:
+                self.close()  # the sequence number was spent
+                raise
+            return True
+        except BaseException:
+            if self._conn.fds_out:  # never went out
+                self._conn.fds_out = []
+                self._segments.unsent(lengths)
+            raise
+        finally:
+            self._wire.release()
+
     def _to_segments(self, views: list[memoryview]) -> tuple[list[int], list[memoryview], list[int]]:
         """Move the large buffers into shared-memory segments: (table, in-band views, fds)."""
         assert self._segments is not None
@@ -264,10 +309,7 @@ class Channel:
         inband: list[memoryview] = []
         fds: list[int] = []
         for view in views:
-            # bytes and bytearray stay in the stream: the receiver copies them into a new
-            # object anyway, so a segment would only add a copy (and its memory) here
-            if (view.nbytes >= _shm.SHM_MIN and len(fds) < _shm.MAX_PER_FRAME
-                    and not isinstance(view.obj, (bytes, bytearray))):
+            if _shm.in_segment(view) and len(fds) < _shm.MAX_PER_FRAME:
                 entry, fd = self._segments.write(view)
                 table.append(entry)
                 fds.append(fd)
