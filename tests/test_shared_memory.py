@@ -130,7 +130,7 @@ def test_released_segments_are_reused_and_freed() -> None:
         assert pool is not None and pool.held == 32 * MiB  # one segment, reused five times
         kernel.close()
         runner.close()
-        assert _shm.memfds_open() == base - 1 or _shm.memfds_open() <= base
+        assert _shm.memfds_open() <= base  # closing both ends dropped every segment
 
     async def _drain(channel: Channel) -> None:
         pool = channel._segments
