@@ -29,7 +29,6 @@ import logging
 import pickle
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
 
 from jupyter_flame.channel import _shm
 from jupyter_flame.channel._conn import BlockingReads, Conn, drive
@@ -41,6 +40,7 @@ from jupyter_flame.channel._framing import (
     FrameSealer,
 )
 from jupyter_flame.channel._seal import BodySeal
+from jupyter_flame.channel._shm_send import SegmentSending, consume_result
 from jupyter_flame.errors import ChannelAuthError, ChannelClosedError
 
 __all__ = ["DEFAULT_MAX_FRAME", "Channel", "ChannelClosedError", "Encoded"]
@@ -51,7 +51,6 @@ DEFAULT_MAX_FRAME = 16 * 1024**3
 """Largest frame (payload plus buffers, in bytes) a channel accepts unless told otherwise."""
 
 _CHUNK = 4 * 1024 * 1024  # large buffers are sealed and sent in chunks of this size
-_NOW_INBAND = 256 * 1024  # send_now takes a frame with segments if this much stays in-band
 
 
 class Encoded:
@@ -71,7 +70,7 @@ class Encoded:
         return not self.views and len(self.payload) <= SMALL
 
 
-class Channel:
+class Channel(SegmentSending):
     """One authenticated connection; use :func:`connect` or :meth:`Listener.expect` to get one.
 
     Attributes
@@ -206,7 +205,7 @@ class Channel:
             self._wire_busy = True
             task = asyncio.get_running_loop().create_task(
                 self._write(parts, body, head if body is not None else b""))
-            task.add_done_callback(_consume_result)
+            task.add_done_callback(consume_result)
             handed_off = True
         except BaseException:
             if not handed_off:
@@ -257,89 +256,6 @@ class Channel:
             return True
         finally:
             self._wire.release()
-
-    def _send_now_segments(self, encoded: Encoded) -> bool:
-        """:meth:`send_now` for a message whose large buffers go into shared-memory segments,
-        when what stays in the stream is small: the call's arguments then leave from the
-        calling thread too (a 1 MiB array costs no hop to the loop)."""
-        if self._segments is None or self.closed:
-            return False
-        inband = len(encoded.payload)
-        segments = 0
-        for view in encoded.views:
-            if _shm.in_segment(view) and segments < _shm.MAX_PER_FRAME:
-                segments += 1
-            else:
-                inband += view.nbytes
-        if inband > _NOW_INBAND:
-            return False
-        if not self._wire.acquire(blocking=False):
-            return False
-        fds: list[int] = []
-        lengths: list[int] = []
-        try:
-            if self._wire_busy or self.closed:
-                return False
-            lengths, views, fds = self._to_segments(encoded.views)
-            head, body = self._sealer.header(len(encoded.payload), lengths)
-            parts = self._seal_all(head, body, [encoded.payload, *views])
-            total = sum(memoryview(p).nbytes for p in parts)
-            self.bytes_sent += total
-            self.frames_sent += 1
-            self._conn.fds_out = fds
-            try:
-                for left in self._conn.try_sendv(parts):  # rare: finish it here, blocking
-                    self._conn.send_blocking(left)
-            except BaseException:
-                self.close()  # the sequence number was spent
-                raise
-            return True
-        except BaseException:
-            if self._conn.fds_out:  # never went out
-                self._conn.fds_out = []
-                self._segments.unsent(lengths)
-            raise
-        finally:
-            self._wire.release()
-
-    def _to_segments(self, views: list[memoryview]) -> tuple[list[int], list[memoryview], list[int]]:
-        """Move the large buffers into shared-memory segments: (table, in-band views, fds)."""
-        assert self._segments is not None
-        table: list[int] = []
-        inband: list[memoryview] = []
-        fds: list[int] = []
-        for view in views:
-            if _shm.in_segment(view) and len(fds) < _shm.MAX_PER_FRAME:
-                entry, fd = self._segments.write(view)
-                table.append(entry)
-                fds.append(fd)
-            else:
-                table.append(view.nbytes)
-                inband.append(view)
-        return table, inband, fds
-
-    def _segment_released(self, seg_id: int) -> None:
-        """A mapping of the peer's segment is no longer used (any thread, from a finalizer):
-        tell the peer now from this thread if the wire is free (so a runner's release goes out
-        before the task's result, and the kernel has the segment back for its next call),
-        else soon from the loop, in one internal message for all released so far."""
-        if not self.closed and self.send_now(_shm.SegmentsReleased((seg_id,))):
-            return
-        with self._release_lock:
-            first = not self._releases
-            self._releases.append(seg_id)
-        if first:
-            try:
-                self._conn.loop.call_soon_threadsafe(self._flush_releases)
-            except RuntimeError:  # the loop is gone: so is the channel
-                pass
-
-    def _flush_releases(self) -> None:
-        with self._release_lock:
-            ids, self._releases = tuple(self._releases), []
-        if ids and not self.closed:
-            task = asyncio.ensure_future(self.send(_shm.SegmentsReleased(ids)))
-            task.add_done_callback(_consume_result)
 
     def _seal_all(self, head: bytes, body: BodySeal, parts: list[bytes | memoryview]
                   ) -> list[bytes | memoryview]:
@@ -486,6 +402,3 @@ class Channel:
 _HANDLED = object()  # _loaded's answer for an internal message the channel handled itself
 
 
-def _consume_result(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # retrieved: the caller may have been cancelled and never see it
