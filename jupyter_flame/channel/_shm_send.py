@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from jupyter_flame.channel import _shm
 from jupyter_flame.channel._conn import Conn
 from jupyter_flame.channel._framing import FrameSealer
 from jupyter_flame.channel._seal import BodySeal
-
-if TYPE_CHECKING:
-    from jupyter_flame.channel.channel import Encoded
 
 _NOW_INBAND = 256 * 1024  # send_now takes a frame with segments if this much stays in-band
 
@@ -48,17 +45,17 @@ class SegmentSending:
     def close(self) -> None:
         raise NotImplementedError
 
-    def send_now(self, msg: object, *, encoded: Encoded | None = None) -> bool:
+    def send_now(self, msg: object, *, encoded: Any = None) -> bool:
         raise NotImplementedError
 
-    async def send(self, msg: object, *, encoded: Encoded | None = None) -> int:
+    async def send(self, msg: object, *, encoded: Any = None) -> int:
         raise NotImplementedError
 
     def _seal_all(self, head: bytes, body: BodySeal, parts: list[bytes | memoryview]
                   ) -> list[bytes | memoryview]:
         raise NotImplementedError
 
-    def _send_now_segments(self, encoded: Encoded) -> bool:
+    def _send_now_segments(self, encoded: Any) -> bool:  # a channel.Encoded
         """:meth:`send_now` for a message whose large buffers go into shared-memory segments,
         when what stays in the stream is small: the call's arguments then leave from the
         calling thread too (a 1 MiB array costs no hop to the loop)."""
