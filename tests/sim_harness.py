@@ -3,6 +3,7 @@ its notebook environment, and the official client with the admin view."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,8 @@ class Sim:
     def __init__(self, root: Path) -> None:
         self.dir = root
         subprocess.run([sys.executable, "-m", "jupyter_flame.sim", "up", "--dir", str(root),
-                        "--nodes", "1", "--gpus-per-node", "2"], check=True,
+                        "--nodes", "1", "--gpus-per-node", "2",
+                        "--exit-with", str(os.getpid())], check=True,  # a killed run leaves none
                        capture_output=True, timeout=60)
         self.env = dict(line.split("=", 1) for line in
                         (root / "notebook.env").read_text().splitlines() if "=" in line)

@@ -227,6 +227,8 @@ def up(args: argparse.Namespace) -> int:
         "--kubelet-tls-cert", str(pki.serving_cert), "--kubelet-tls-key", str(pki.serving_key),
     ]  # fmt: skip
     state["kubelet_client_ca"] = str(client_ca)
+    watch = ["--exit-with", str(args.exit_with)] if args.exit_with else []
+    agent_args += watch
     agent_log = d / "agent.log"
     if args.apiserver:
         admin = Path(args.kubeconfig).resolve()
@@ -239,7 +241,8 @@ def up(args: argparse.Namespace) -> int:
         agent_args += ["--apiserver-info", str(d / "apiserver.json")]
         log = d / "apiserver.log"
         apiserver = _spawn(
-            [sys.executable, "-m", "jupyter_flame.sim.apiserver", "--port", str(args.port), "--state-dir", str(d)],
+            [sys.executable, "-m", "jupyter_flame.sim.apiserver", "--port", str(args.port), "--state-dir", str(d),
+             *watch],
             log,
         )  # fmt: skip
         state["apiserver"] = _record(apiserver)
@@ -384,6 +387,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     u.add_argument(
         "--kubelet-port", type=int, default=0, help="kubelet API port (default: any free)"
     )
+    u.add_argument("--exit-with", type=int, metavar="PID",
+                   help="stop the stand-in when process PID exits (tests pass their own pid)")
     dn = sub.add_parser("down", help="stop the stand-in and every process it started")
     dn.add_argument("--dir", required=True, type=Path, help="state directory")
     return p.parse_args(argv)

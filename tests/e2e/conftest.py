@@ -169,7 +169,8 @@ def cluster() -> Iterator[Cluster]:
         return
     d = Path(tempfile.mkdtemp(prefix="jupyter-flame-e2e-"))
     image = os.environ.get(IMAGE_VAR) or None
-    up = _sim("up", "--dir", str(d), *(["--images", image] if image else []))
+    up = _sim("up", "--dir", str(d), "--exit-with", str(os.getpid()),  # a killed run leaves none
+              *(["--images", image] if image else []))
     if up.returncode != 0:
         _sim("down", "--dir", str(d))
         pytest.fail(f"sim up failed:\n{up.stdout}\n{up.stderr}")

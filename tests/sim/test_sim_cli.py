@@ -252,3 +252,29 @@ def test_agent_sigterm_kills_its_containers_and_marks_nodes_unknown(sim_dir: Pat
     ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("Unknown", "NodeStatusUnknown")
     sim("down", "--dir", str(sim_dir))
+
+
+def test_sim_up_exit_with_stops_when_the_watched_process_goes(sim_dir: Path) -> None:
+    """``--exit-with PID`` (what the test harnesses pass): a killed test session leaves no
+    API server and no agent behind."""
+    watched = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        sim("up", "--dir", str(sim_dir), "--exit-with", str(watched.pid))
+        state = json.loads((sim_dir / "sim.json").read_text())
+        pids = [state["apiserver"]["pid"], state["agent"]["pid"]]
+        assert all(_running(p) for p in pids)
+    finally:
+        watched.kill()
+        watched.wait()
+    deadline = time.monotonic() + 10
+    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(p) for p in pids), "the stand-in outlived the process it watched"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

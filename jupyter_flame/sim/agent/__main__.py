@@ -24,11 +24,13 @@ import os
 import signal
 import ssl
 import sys
+import threading
 import time
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from .._watch import gone
 from .devices import HOST_IP
 from .images import DEFAULT_IMAGES, ImageStore
 from .node import DEFAULT_GPU_PRODUCT, NodeConfig
@@ -74,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-scheduler", action="store_true", help="do not act as default-scheduler")
     p.add_argument("--ready-file", type=Path, help="write this file once nodes are registered")
+    p.add_argument("--exit-with", type=int, metavar="PID",
+                   help="stop when process PID exits (e.g. the test session that started it)")
     p.add_argument(
         "--kubelet-address", default=HOST_IP, help=f"kubelet API address (default {HOST_IP})"
     )
@@ -197,6 +201,13 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if args.exit_with:
+        def watch(pid: int = args.exit_with) -> None:
+            while not agent.stopping.wait(0.5):
+                if gone(pid):
+                    agent.stop()
+
+        threading.Thread(target=watch, name="exit-with", daemon=True).start()
     logserver.start()
     try:
         agent.run()

@@ -18,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import PeriodicCallback
 from tornado.netutil import bind_sockets
 
+from .._watch import gone
 from ..kubeconfig import kubeconfig_text
 from . import schemas, tls
 from .server import make_app
@@ -32,18 +33,12 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _parent_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return os.getppid() != pid
+    return gone(pid) or os.getppid() != pid
 
 
 async def serve(port: int, state_dir: Path, history_size: int, admin_token: str | None,
-                parent_pid: int | None = None) -> None:
-    """Run the server until SIGTERM/SIGINT (or until ``parent_pid`` exits)."""
+                parent_pid: int | None = None, exit_with: int | None = None) -> None:
+    """Run the server until SIGTERM/SIGINT (or until ``parent_pid``, or ``exit_with``, exits)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     state = ServerState(state_dir, history_size, admin_token)
     sockets = bind_sockets(port, "127.0.0.1")
@@ -63,9 +58,9 @@ async def serve(port: int, state_dir: Path, history_size: int, admin_token: str 
     sweeper.start()
     stop = asyncio.Event()
     watchdog = None
-    if parent_pid:
+    if parent_pid or exit_with:
         def check_parent() -> None:
-            if _parent_gone(parent_pid):
+            if parent_pid and _parent_gone(parent_pid) or exit_with and gone(exit_with):
                 stop.set()
 
         watchdog = PeriodicCallback(check_parent, 500)
@@ -96,12 +91,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="fixed admin bearer token (default: random)")
     parser.add_argument("--exit-with-parent", type=int, metavar="PID", default=None,
                         help="exit when process PID (the parent) exits")
+    parser.add_argument("--exit-with", type=int, metavar="PID", default=None,
+                        help="exit when process PID exits (any process, e.g. a test session)")
     args = parser.parse_args(argv)
     try:
         schemas.require()
     except schemas.SchemasUnavailable as exc:
         parser.exit(2, f"jupyter-flame sim: {exc}\n")
-    asyncio.run(serve(args.port, args.state_dir, args.history_size, args.admin_token, args.exit_with_parent))
+    asyncio.run(serve(args.port, args.state_dir, args.history_size, args.admin_token, args.exit_with_parent,
+                      args.exit_with))
 
 
 if __name__ == "__main__":
