@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,6 +65,40 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return True  # exists but /proc could not tell more (raced with its exit: unlikely)
     return stat[stat.rfind(b")") + 2:][:1] != b"Z"
+
+
+#: Environment variable carrying a test's marker into the processes it starts (see ``mark``).
+MARK = "JUPYTER_FLAME_TEST_MARK"
+
+
+def marked_processes(token: str) -> list[int]:
+    """Live (non-zombie) processes whose environment carries ``MARK=token``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f"{MARK}={token}".encode() not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+        except OSError:
+            continue
+        if pid_alive(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def mark() -> Iterator[str]:
+    """A marker for the environment of this test's processes; fails the test if any of them
+    is still running 5 s after it (and kills them)."""
+    token = uuid.uuid4().hex
+    yield token
+    deadline = time.monotonic() + 5.0
+    while (left := marked_processes(token)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes left behind: {left}"
 
 
 def wait_gone(pids: set[int], timeout: float) -> set[int]:

@@ -16,8 +16,7 @@ import sys
 import textwrap
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -35,40 +34,11 @@ from jupyter_flame.channel.listener import Listener
 from jupyter_flame.errors import BootError, ConfigError
 
 from .backend_contract import BackendContract, ContractPlumbing
+from .conftest import MARK
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses /proc")
 
-MARK = "JUPYTER_FLAME_TEST_MARK"
 FOUR = [GpuInfo(i, f"GPU-{i}{i}{i}{i}-aaaa", "NVIDIA H100 80GB HBM3", 81559) for i in range(4)]
-
-
-def _marked(token: str) -> list[int]:
-    """Live (non-zombie) processes whose environment carries ``token``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if f"{MARK}={token}".encode() not in (entry / "environ").read_bytes().split(b"\0"):
-                continue
-            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-@pytest.fixture
-def mark() -> Iterator[str]:
-    """A marker for this test's runners; fails the test if any is left running."""
-    token = uuid.uuid4().hex
-    yield token
-    deadline = time.monotonic() + 5.0
-    while (left := _marked(token)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"runner processes left behind: {left}"
 
 
 @pytest.fixture

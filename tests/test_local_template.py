@@ -13,8 +13,6 @@ import signal
 import sys
 import textwrap
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,39 +28,13 @@ from jupyter_flame.errors import RunnerLostError
 from jupyter_flame.pool import loop as flame_loop
 
 from .backend_contract import ContractPlumbing
-from .conftest import pid_alive, runner_pids, wait_dead
+from .conftest import MARK, pid_alive, runner_pids, wait_dead
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfds, /proc")
 
-MARK = "JUPYTER_FLAME_TEST_MARK"
 GPUS = [GpuInfo(i, f"GPU-{i}{i}{i}{i}-bbbb", "NVIDIA H100 80GB HBM3", 81559) for i in range(2)]
 
 
-def _marked(token: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if f"{MARK}={token}".encode() in (entry / "environ").read_bytes().split(b"\0"):
-                if (entry / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-@pytest.fixture
-def mark() -> Iterator[str]:
-    """A marker in the environment of this test's template and runners: none may be left."""
-    token = uuid.uuid4().hex
-    yield token
-    deadline = time.monotonic() + 5.0
-    while (left := _marked(token)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert not left, f"processes left behind: {left}"
 
 
 def _environ(pid: int) -> dict[str, str]:

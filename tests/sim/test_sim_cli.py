@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import pid_alive
+
 try:  # tests/sim may or may not become a package
     from .agent_fixtures import python_pod, session_members
 except ImportError:
@@ -262,19 +264,12 @@ def test_sim_up_exit_with_stops_when_the_watched_process_goes(sim_dir: Path) -> 
         sim("up", "--dir", str(sim_dir), "--exit-with", str(watched.pid))
         state = json.loads((sim_dir / "sim.json").read_text())
         pids = [state["apiserver"]["pid"], state["agent"]["pid"]]
-        assert all(_running(p) for p in pids)
+        assert all(pid_alive(p) for p in pids)
     finally:
         watched.kill()
         watched.wait()
     deadline = time.monotonic() + 10
-    while any(_running(p) for p in pids) and time.monotonic() < deadline:
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_running(p) for p in pids), "the stand-in outlived the process it watched"
+    assert not any(pid_alive(p) for p in pids), "the stand-in outlived the process it watched"
 
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
