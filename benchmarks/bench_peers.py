@@ -24,6 +24,7 @@ written to ``benchmarks/results/peers.json``.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import have, machine, save, stats, table
+from _common import best, have, machine, save, table, time_calls
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -45,36 +46,6 @@ def one() -> int:
 
 def total(a: np.ndarray) -> float:
     return float(a.sum())
-
-
-def pytest_approx(expect: float) -> Any:
-    """Equal to within float rounding (a worker may sum with another BLAS/thread split)."""
-    class Near:
-        def __eq__(self, other: object) -> bool:
-            return isinstance(other, float) and abs(other - expect) <= 1e-9 * max(1.0, abs(expect))
-
-    return Near()
-
-
-def best(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def warm_call(call: Callable[[], Any], n: int) -> float:
-    for _ in range(5):
-        call()
-    samples = []
-    for _ in range(n):
-        time.sleep(0.05)
-        t0 = time.perf_counter()
-        call()
-        samples.append(time.perf_counter() - t0)
-    return stats(samples)["median_ms"]
 
 
 class System:
@@ -193,14 +164,16 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     try:
         rows["warm call after 50 ms pause, median (ms)"] = {
-            s.name: warm_call(lambda s=s: s.call(one), args.calls) for s in found}
+            s.name: time_calls(lambda s=s: s.call(one), args.calls, pause=0.05)["median_ms"]
+            for s in found}
         for mib in (1, 100, args.big_mib):
             arr = np.random.default_rng(mib).random(mib * MiB // 8)
             expect = float(arr.sum())
             row: dict[str, Any] = {}
             for s in found:
                 got = s.call(total, arr)
-                assert got == pytest_approx(expect), (s.name, got, expect)
+                # equal within rounding: a worker may sum with another BLAS/thread split
+                assert math.isclose(got, expect, rel_tol=1e-9), (s.name, got, expect)
                 tries = args.repeat if mib >= 100 else max(args.repeat, 30)  # small: noisy
                 row[s.name] = arr.nbytes / best(lambda s=s, a=arr: s.call(total, a), tries) / 1e9
             rows[f"{mib} MiB send + sum, best (GB/s)"] = row

@@ -12,23 +12,13 @@ The cached re-run of an unchanged array through a real cell is measured by ``ben
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
-from _common import machine, save, table
+from _common import best, machine, save, table
 
 
 def total(a: np.ndarray) -> float:
     return float(a.sum())
-
-
-def best(fn, repeat: int) -> float:  # type: ignore[no-untyped-def]
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main() -> None:
