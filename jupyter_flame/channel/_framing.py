@@ -317,11 +317,11 @@ class FrameOpener:
                 if self.maps is None:
                     raise ChannelAuthError("frame declares a shared-memory segment on a channel "
                                            "that has none")
-                todo = iter(fds)
+                k = 0
                 for i, (shared, seg_id, n) in enumerate(entries):
                     if shared:
-                        fd = next(todo)
-                        fds[fds.index(fd)] = -1  # handed over: open() closes it
+                        fd, fds[k] = fds[k], -1  # handed over: open() closes it
+                        k += 1
                         arrays[i] = self.maps.open(fd, seg_id, n)
         finally:
             for fd in fds:

@@ -170,8 +170,9 @@ def v2_protobuf() -> bytes:
 
 
 def _accept(header: str | None) -> list[tuple[str, str]]:
-    """(type, subtype) clauses of an Accept header, best first (goautoneg's order)."""
-    clauses = []
+    """(type, subtype) clauses of an Accept header, best first (goautoneg's order: q, then
+    specificity, then position); clauses with q=0 are dropped."""
+    ranked = []
     for index, part in enumerate((header or "*/*").split(",")):
         media, *params = (p.strip() for p in part.split(";"))
         if not media:
@@ -184,10 +185,12 @@ def _accept(header: str | None) -> list[tuple[str, str]]:
                     q = float(value)
                 except ValueError:
                     q = 0.0
+        if q <= 0:
+            continue
         kind, _, sub = media.partition("/")
         specificity = (kind != "*") + (sub != "*")
-        clauses.append((-q, -specificity, index, kind, sub or "*"))
-    return [(kind, sub) for q, _, _, kind, sub in sorted(clauses) if q < 0]
+        ranked.append(((-q, -specificity, index), kind, sub or "*"))
+    return [(kind, sub) for _, kind, sub in sorted(ranked)]
 
 
 def negotiate(header: str | None, offers: list[tuple[str, str]]) -> str | None:
